@@ -1,0 +1,6 @@
+"""Agents: the protocol, the registry (``create(name, cfg)``) and the built-in agents."""
+
+from vlnkit.agents import baselines as _baselines  # noqa: F401  (registers the baseline agents)
+from vlnkit.agents.base import Agent, available, create, register
+
+__all__ = ["Agent", "available", "create", "register"]

@@ -1,0 +1,113 @@
+"""The street Gymnasium environment: API contract, oracle guidance and panorama observations."""
+
+import gymnasium
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import vlnkit  # noqa: F401
+from vlnkit.envs.datasets import StreetEpisode
+from vlnkit.envs.street.actions import StreetAction as A
+from vlnkit.envs.street.graph import StreetGraph
+from vlnkit.envs.street.panorama import FeatureArraySource, perspective_crop
+
+
+def grid_graph(n: int = 5) -> StreetGraph:
+    """An n x n grid of nodes 10 m apart (roughly), links both ways, headings 0/90/180/270."""
+    nodes, links = [], []
+    for r in range(n):
+        for c in range(n):
+            nodes.append((f"n{r}_{c}", 0, 40.0 + r * 9e-5, -73.0 + c * 1.2e-4))
+    for r in range(n):
+        for c in range(n):
+            if r + 1 < n:
+                links += [(f"n{r}_{c}", 0, f"n{r + 1}_{c}"), (f"n{r + 1}_{c}", 180, f"n{r}_{c}")]
+            if c + 1 < n:
+                links += [(f"n{r}_{c}", 90, f"n{r}_{c + 1}"), (f"n{r}_{c + 1}", 270, f"n{r}_{c}")]
+    return StreetGraph.from_lists(nodes, links)
+
+
+def episodes() -> list[StreetEpisode]:
+    route = ("n0_0", "n1_0", "n2_0", "n2_1", "n2_2")
+    return [
+        StreetEpisode("1", "touchdown", "Go north two blocks, turn right, stop after two blocks.", route, 0.0, 90.0),
+        StreetEpisode("2", "touchdown", "Walk east to the corner café.", ("n4_0", "n4_1", "n4_2", "n4_3"), 0.0),
+    ]
+
+
+@pytest.fixture
+def env():
+    e = gymnasium.make("vlnkit/Touchdown-v0", graph=grid_graph(), episodes=episodes(), panorama="none")
+    yield e
+    e.close()
+
+
+def test_check_env_passes(env):
+    check_env(env.unwrapped, skip_render_check=True)
+
+
+def test_start_heading_snaps_to_nearest_link_and_observation_fields(env):
+    obs, info = env.reset(seed=0, options={"episode_id": "1"})
+    assert obs["heading"][0] == 0.0  # 0.0 is a link heading at n0_0 (north)
+    assert obs["instruction"].startswith("Go north")
+    assert sorted(obs["links"][obs["links"] >= 0].tolist()) == [0.0, 90.0]
+    assert info["panoid"] == "n0_0" and info["distance_to_goal"] == 4
+    assert obs["position"].shape == (2,)
+
+
+def test_oracle_walks_the_route_and_gets_reward(env):
+    obs, info = env.reset(options={"episode_id": "1"})
+    visited, total = [info["panoid"]], 0.0
+    for _ in range(30):
+        obs, reward, terminated, truncated, info = env.step(info["oracle_action"])
+        total += reward
+        if visited[-1] != info["panoid"]:
+            visited.append(info["panoid"])
+        if terminated or truncated:
+            break
+    assert terminated and total == 1.0
+    assert visited[-1] == "n2_2" and info["distance_to_goal"] == 0
+    assert len(visited) == 5  # a shortest path: four moves
+
+
+def test_step_limit_truncates():
+    e = gymnasium.make("vlnkit/Touchdown-v0", graph=grid_graph(), episodes=episodes(), panorama="none", max_steps=3)
+    e.reset(options={"episode_id": "2"})
+    results = [e.step(int(A.LEFT)) for _ in range(3)]
+    assert [r[3] for r in results] == [False, False, True]
+    assert not any(r[2] for r in results)
+
+
+def test_stop_away_from_goal_gives_no_reward(env):
+    env.reset(options={"episode_id": "1"})
+    _, reward, terminated, _, _ = env.step(int(A.STOP))
+    assert terminated and reward == 0.0
+
+
+def test_feature_panorama_rolls_slices_with_heading(tmp_path):
+    g = grid_graph()
+    feats = np.zeros((g.num_nodes, 4, 2), dtype=np.float32)
+    feats[:, :, 0] = np.arange(4)  # slice k faces yaw + 90k; yaw is 0 here
+    np.save(tmp_path / "f.npy", feats)
+    (tmp_path / "i.txt").write_text("\n".join(g.panoids))
+    e = gymnasium.make("vlnkit/Touchdown-v0", graph=g, episodes=episodes(),
+                       panorama=FeatureArraySource(tmp_path / "f.npy", tmp_path / "i.txt"))
+    obs, _ = e.reset(options={"episode_id": "2"})  # n4_0: links east (90) and south (180); snaps to 90
+    assert obs["heading"][0] == 90.0
+    assert obs["panorama"][:, 0].tolist() == [1.0, 2.0, 3.0, 0.0]
+
+
+def test_feature_index_mismatch_is_a_clear_error(tmp_path):
+    np.save(tmp_path / "f.npy", np.zeros((3, 2), dtype=np.float32))
+    (tmp_path / "i.txt").write_text("a\nb\n")
+    with pytest.raises(ValueError, match="i.txt: 2 panoids but .*f.npy has 3 rows"):
+        FeatureArraySource(tmp_path / "f.npy", tmp_path / "i.txt")
+
+
+def test_perspective_crop_looks_at_the_heading():
+    pano = np.zeros((90, 360, 3), dtype=np.uint8)
+    pano[:, 265:275] = 255  # a white stripe at +90 deg from the centre column (yaw 0 -> heading 90)
+    ahead = perspective_crop(pano, heading=90.0, yaw=0.0, fov=60.0, size=(32, 33))
+    behind = perspective_crop(pano, heading=270.0, yaw=0.0, fov=60.0, size=(32, 33))
+    assert ahead[16, 16].tolist() == [255, 255, 255]
+    assert behind.max() == 0
