@@ -201,8 +201,11 @@ class StreetNavigator:
 class BatchedNavigator:
     """Steps many agents at once with numpy, with exactly the semantics of :class:`StreetNavigator`.
 
-    State lives in three arrays of length ``batch``: ``node`` (int64), ``heading`` (float64) and
-    ``prev_node`` (int64, -1 before the first step), plus ``done`` (bool). Finished agents do not move.
+    The rules are written once, on arrays (:meth:`transition`). At construction they are applied to
+    every reachable state (node, heading, previous node) to compile a transition table, so that a step
+    of the whole batch is a single table lookup. A batch that starts in a state outside the table (a
+    node without outgoing links keeps an arbitrary heading) is stepped with :meth:`transition` directly.
+    ``node``, ``heading``, ``prev_node`` and ``done`` give the batch's state as arrays.
     """
 
     def __init__(self, graph: StreetGraph, semantics: Semantics = "touchdown") -> None:
@@ -213,7 +216,6 @@ class BatchedNavigator:
         self.num_actions = 4 if semantics == "touchdown" else 5
         deg = graph.out_degree
         width = max(int(deg.max(initial=0)), 1)
-        n = graph.num_nodes
         slot = np.arange(width)
         valid = slot[None, :] < deg[:, None]
         flat = np.minimum(graph.out_ptr[:-1, None] + slot[None, :], max(graph.num_links - 1, 0))
@@ -222,21 +224,109 @@ class BatchedNavigator:
         self.heads = np.where(valid, graph.out_heading[flat] if graph.num_links else 0.0, np.nan)
         self.dsts = np.where(valid, graph.out_dst[flat] if graph.num_links else 0, -1).astype(np.int64)
         self.width = width
-        self.node = np.zeros(0, dtype=np.int64)
-        self.heading = np.zeros(0, dtype=np.float64)
-        self.prev_node = np.zeros(0, dtype=np.int64)
-        self.done = np.zeros(0, dtype=bool)
-        assert self.heads.shape == (n, width)
+        self._compile()
+        self.reset(np.zeros(0, dtype=np.int64), np.zeros(0))
+
+    def _key(self, node: np.ndarray, heading: np.ndarray, prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """An int64 key per state and whether the state's heading is a link heading (keyable)."""
+        h = np.searchsorted(self._head_values, heading)
+        h = np.minimum(h, len(self._head_values) - 1)
+        ok = self._head_values[h] == heading
+        n1 = self.graph.num_nodes + 1
+        return (node * len(self._head_values) + h) * n1 + (prev + 1), ok
+
+    def _compile(self) -> None:
+        """Enumerate the states reachable from every start state and tabulate each action's result."""
+        g = self.graph
+        self._head_values = np.unique(g.out_heading) if g.num_links else np.zeros(1)
+        node = g.link_src.astype(np.int64)
+        heading = g.out_heading.astype(np.float64)
+        prev = np.full(len(node), -1, dtype=np.int64)
+        actions = np.arange(self.num_actions)
+        while True:
+            keys, _ = self._key(node, heading, prev)
+            keys, first = np.unique(keys, return_index=True)
+            node, heading, prev = node[first], heading[first], prev[first]
+            k = len(node)
+            rep = np.repeat(actions, k)
+            nn, nh, npv, stop = self.transition(np.tile(node, self.num_actions), np.tile(heading, self.num_actions),
+                                                np.tile(prev, self.num_actions), rep)
+            new_keys, _ = self._key(nn, nh, npv)
+            missing = ~np.isin(new_keys, keys)
+            if not missing.any():
+                break
+            node = np.concatenate([node, nn[missing]])
+            heading = np.concatenate([heading, nh[missing]])
+            prev = np.concatenate([prev, npv[missing]])
+        self._keys = keys
+        self._state_node, self._state_heading, self._state_prev = node, heading, prev
+        self._table = np.searchsorted(keys, new_keys).reshape(self.num_actions, k).T.copy()
+        self._stops = stop.reshape(self.num_actions, k).T.copy()
 
     def reset(self, nodes: np.ndarray, headings: np.ndarray) -> None:
         """Start one agent per entry of ``nodes``, headings snapped to the nearest outgoing link."""
-        self.node = np.asarray(nodes, dtype=np.int64).copy()
+        node = np.asarray(nodes, dtype=np.int64).copy()
         heading = np.asarray(headings, dtype=np.float64) % 360.0
-        has = self.degree[self.node] > 0
-        snapped = self._closest(self.heads[self.node], heading)
-        self.heading = np.where(has, snapped, heading)
-        self.prev_node = np.full(len(self.node), -1, dtype=np.int64)
-        self.done = np.zeros(len(self.node), dtype=bool)
+        has = self.degree[node] > 0
+        heading = np.where(has, self._closest(self.heads[node], heading), heading)
+        prev = np.full(len(node), -1, dtype=np.int64)
+        self.done = np.zeros(len(node), dtype=bool)
+        keys, ok = self._key(node, heading, prev)
+        ids = np.searchsorted(self._keys, keys)
+        ids = np.minimum(ids, len(self._keys) - 1)
+        if np.all(ok) and np.all(self._keys[ids] == keys):
+            self._ids: np.ndarray | None = ids
+        else:
+            self._ids = None
+            self._arrays = (node, heading, prev)
+
+    @property
+    def uses_table(self) -> bool:
+        """Whether the batch steps through the compiled transition table (the fast path)."""
+        return self._ids is not None
+
+    @property
+    def node(self) -> np.ndarray:
+        """Current node of each agent."""
+        return self._state_node[self._ids] if self._ids is not None else self._arrays[0]
+
+    @property
+    def heading(self) -> np.ndarray:
+        """Current heading of each agent, degrees."""
+        return self._state_heading[self._ids] if self._ids is not None else self._arrays[1]
+
+    @property
+    def prev_node(self) -> np.ndarray:
+        """Node of each agent's previous state (-1 before the first step and under ``touchdown``)."""
+        return self._state_prev[self._ids] if self._ids is not None else self._arrays[2]
+
+    def step(self, actions: np.ndarray) -> np.ndarray:
+        """Apply one action per agent; returns the ``done`` flags after the step."""
+        actions = np.asarray(actions, dtype=np.int64)
+        if actions.shape != self.done.shape:
+            raise ValueError(f"expected {self.done.shape[0]} actions, got shape {actions.shape}")
+        if np.any((actions < 0) | (actions >= self.num_actions)):
+            raise ValueError(f"actions must be in 0..{self.num_actions - 1} under {self.semantics} semantics")
+        active = ~self.done
+        if self._ids is not None:
+            ids = self._ids
+            self._ids = np.where(active, self._table[ids, actions], ids)
+            self.done = self.done | (active & self._stops[ids, actions])
+            return self.done
+        node, heading, prev = self._arrays
+        nn, nh, npv, stop = self.transition(node, heading, prev, actions)
+        moving = active & ~stop
+        self._arrays = (np.where(moving, nn, node), np.where(moving, nh, heading), np.where(moving, npv, prev))
+        self.done = self.done | (active & stop)
+        return self.done
+
+    def transition(
+        self, node: np.ndarray, heading: np.ndarray, prev: np.ndarray, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The semantics on arrays: next (node, heading, prev) per state and whether the action stops."""
+        if self.semantics == "touchdown":
+            return self._touchdown(node, heading, prev, actions)
+        return self._velma(node, heading, prev, actions)
 
     @staticmethod
     def _closest(heads: np.ndarray, heading: np.ndarray) -> np.ndarray:
@@ -255,41 +345,25 @@ class BatchedNavigator:
         found = np.isfinite(d[np.arange(len(j)), j])
         return np.take_along_axis(heads, j[:, None], axis=1)[:, 0], found
 
-    def step(self, actions: np.ndarray) -> np.ndarray:
-        """Apply one action per agent; returns the ``done`` flags after the step."""
-        actions = np.asarray(actions, dtype=np.int64)
-        if actions.shape != self.node.shape:
-            raise ValueError(f"expected {self.node.shape[0]} actions, got shape {actions.shape}")
-        if np.any((actions < 0) | (actions >= self.num_actions)):
-            raise ValueError(f"actions must be in 0..{self.num_actions - 1} under {self.semantics} semantics")
-        active = ~self.done
-        if self.semantics == "touchdown":
-            self._step_touchdown(actions, active)
-        else:
-            self._step_velma(actions, active)
-        return self.done
-
-    def _step_touchdown(self, actions: np.ndarray, active: np.ndarray) -> None:
-        node, heading = self.node, self.heading
+    def _touchdown(self, node: np.ndarray, heading: np.ndarray, prev: np.ndarray, actions: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         heads = self.heads[node]
         match = heads == heading[:, None]
         has_match = match.any(axis=1)
         j = match.argmax(axis=1)
         forward = actions == FORWARD
         nxt = np.where(forward & has_match, self.dsts[node, j], node)
-        nxt_heads = self.heads[nxt]
         has_out = self.degree[nxt] > 0
-        fwd_heading = np.where(has_out, self._closest(nxt_heads, heading), heading)
+        fwd_heading = np.where(has_out, self._closest(self.heads[nxt], heading), heading)
         turn_heading, found = self._rotate(heads, heading, actions == LEFT, self.valid[node])
         turn_heading = np.where(found, turn_heading, heading)
         new_heading = np.where(forward, fwd_heading, turn_heading)
-        moving = active & (actions != STOP) & (self.degree[nxt] >= 2)
-        self.node = np.where(moving, nxt, node)
-        self.heading = np.where(moving, new_heading, heading)
-        self.done = self.done | (active & (actions == STOP))
+        stop = actions == STOP
+        moving = ~stop & (self.degree[nxt] >= 2)
+        return np.where(moving, nxt, node), np.where(moving, new_heading, heading), prev, stop
 
-    def _step_velma(self, actions: np.ndarray, active: np.ndarray) -> None:
-        node, heading, prev = self.node, self.heading, self.prev_node
+    def _velma(self, node: np.ndarray, heading: np.ndarray, prev: np.ndarray, actions: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         batch = np.arange(len(node))
         deg = self.degree[node]
         heads = self.heads[node]
@@ -298,7 +372,7 @@ class BatchedNavigator:
         a = np.where(deg == 0, STOP, actions)
         a = np.where((deg <= 1) & (a != STOP) & (a != TURN_AROUND), STOP, a)
         a = np.where((deg == 2) & ((a == LEFT) | (a == RIGHT)), FORWARD, a)
-        stop = active & (a == STOP)
+        stop = a == STOP
 
         match = heads == heading[:, None]
         has_match = match.any(axis=1)
@@ -341,11 +415,9 @@ class BatchedNavigator:
         moves = (a == FORWARD) & ~stop
         nxt = np.where(moves, dsts[batch, jt], node)
 
-        step = active & ~stop
-        self.prev_node = np.where(step, node, prev)
-        self.node = np.where(step, nxt, node)
-        self.heading = np.where(step, new_heading, heading)
-        self.done = self.done | stop
+        return np.where(stop, node, nxt), new_heading, np.where(stop, prev, node), stop
+
+
 
 
 def _np_angle_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
