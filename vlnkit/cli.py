@@ -1,0 +1,120 @@
+"""The ``vlnkit`` command line.
+
+    vlnkit eval [key=value ...]                 evaluate an agent (Hydra overrides of configs/eval.yaml)
+    vlnkit data check task=touchdown data_dir=PATH
+    vlnkit data synth-city --out DIR --seed S --size small|medium|large
+    vlnkit bench street [--data-dir PATH]       print street navigation speed as one JSON line
+    vlnkit demo                                  baselines on the built-in synthetic city, as a table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _key_values(items: Sequence[str], allowed: Sequence[str]) -> dict[str, str]:
+    """Parse ``key=value`` arguments, refusing unknown keys."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in allowed:
+            raise SystemExit(f"expected one of {', '.join(f'{k}=...' for k in allowed)}; got {item!r}")
+        out[key] = value
+    return out
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from vlnkit.config import load_config
+    from vlnkit.eval.report import metrics_table
+    from vlnkit.eval.runner import evaluate
+
+    cfg = load_config("eval", args.overrides)
+    metrics = evaluate(cfg)
+    print(metrics_table({f"{cfg.agent.name} on {cfg.task.name}/{cfg.split}": metrics}))
+    print(f"results in {cfg.out}/ (metrics.json, episodes.jsonl, submission.jsonl, report.md)")
+    return 0
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from vlnkit.envs.datasets import check_street_release
+
+    kv = _key_values(args.overrides, ("task", "data_dir"))
+    if "data_dir" not in kv:
+        raise SystemExit("vlnkit data check needs data_dir=PATH")
+    summary = check_street_release(kv.get("task", "touchdown"), kv["data_dir"])
+    print(json.dumps(summary, indent=2))
+    return 0 if summary["ok"] else 1
+
+
+def _cmd_synth_city(args: argparse.Namespace) -> int:
+    from vlnkit.envs.synth import generate_city
+
+    print(json.dumps(generate_city(Path(args.out), seed=args.seed, size=args.size)))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from vlnkit.envs.street.benchmark import run_street_benchmark
+
+    print(json.dumps(run_street_benchmark(args.data_dir)))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from vlnkit.config import load_config
+    from vlnkit.eval.report import metrics_table
+    from vlnkit.eval.runner import evaluate
+
+    rows = {}
+    for agent in ("oracle", "forward", "random"):
+        cfg = load_config("eval", [f"agent={agent}", f"out={args.out}/{agent}"])
+        rows[agent] = evaluate(cfg)
+    print()
+    print("Baselines on the synthetic city, dev split (TC, SED, nDTW, sDTW, KPA in %; SPD in hops):")
+    print(metrics_table(rows))
+    print(f"\nper-run folders with episodes, submissions and reports: {args.out}/<agent>/")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``vlnkit`` command."""
+    parser = argparse.ArgumentParser(prog="vlnkit", description="Vision-and-language navigation research platform.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("eval", help="evaluate an agent on a split (Hydra overrides: task=, agent=, data_dir=, ...)")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=_cmd_eval)
+
+    data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("check", help="validate a release folder and print a JSON summary")
+    p.add_argument("overrides", nargs="*", help="task=touchdown|map2seq data_dir=PATH")
+    p.set_defaults(func=_cmd_data_check)
+    p = data.add_parser("synth-city", help="write a synthetic city release folder in the Touchdown/Map2Seq formats")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", choices=("small", "medium", "large"), default="small")
+    p.set_defaults(func=_cmd_synth_city)
+
+    bench = sub.add_parser("bench", help="benchmarks that print one JSON line").add_subparsers(dest="bench", required=True)
+    p = bench.add_parser("street", help="graph load time and env / batched navigator steps per second")
+    p.add_argument("--data-dir", default=None, help="release folder (default: a Touchdown-sized synthetic city)")
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("demo", help="evaluate the baselines on the built-in synthetic city and print a table")
+    p.add_argument("--out", default="runs/demo")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vlnkit`` command."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

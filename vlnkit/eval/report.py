@@ -1,0 +1,94 @@
+"""Human-readable outputs of a run: a Markdown report with the metrics table and trajectory plots."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
+
+from vlnkit.envs.datasets import StreetEpisode  # noqa: E402
+from vlnkit.envs.street.graph import StreetGraph  # noqa: E402
+
+TABLE_COLUMNS = (
+    ("task_completion", "TC", 100.0),
+    ("shortest_path_distance", "SPD", 1.0),
+    ("sed", "SED", 100.0),
+    ("ndtw_street", "nDTW (street)", 100.0),
+    ("ndtw", "nDTW", 100.0),
+    ("sdtw", "sDTW", 100.0),
+    ("kpa", "KPA", 100.0),
+    ("path_length", "length (m)", 1.0),
+    ("steps", "steps", 1.0),
+)
+
+
+def metrics_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
+    """A Markdown table, one row per named run; fractions are shown as percentages like the papers."""
+    header = "| run | " + " | ".join(label for _, label, _ in TABLE_COLUMNS) + " | episodes |"
+    lines = [header, "|" + "---|" * (len(TABLE_COLUMNS) + 2)]
+    for name, m in rows.items():
+        cells = [f"{float(m[key]) * scale:.2f}" for key, _, scale in TABLE_COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {int(m['num_episodes'])} |")
+    return "\n".join(lines)
+
+
+def plot_trajectories(
+    path: Path, graph: StreetGraph, episodes: Sequence[StreetEpisode], predicted: Sequence[Sequence[str]]
+) -> None:
+    """Draw each episode's gold (green) and predicted (red) route over the street map, one panel each."""
+    n = len(episodes)
+    cols = min(n, 2)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 6 * rows), squeeze=False)
+    xy = graph.xy
+    segments = np.stack([xy[graph.link_src], xy[graph.out_dst]], axis=1)
+    for ax, ep, pred in zip(axes.flat, episodes, predicted):
+        gold = xy[[graph.index[p] for p in ep.route]]
+        route = xy[[graph.index[p] for p in pred]]
+        pad = 60.0
+        lo = np.minimum(gold.min(0), route.min(0)) - pad
+        hi = np.maximum(gold.max(0), route.max(0)) + pad
+        ax.add_collection(LineCollection(segments, colors="0.8", linewidths=0.6))
+        ax.plot(gold[:, 0], gold[:, 1], "-", color="tab:green", lw=3, alpha=0.7, label="gold")
+        ax.plot(route[:, 0], route[:, 1], "-", color="tab:red", lw=1.5, label="predicted")
+        ax.plot(*gold[0], "o", color="black", label="start")
+        ax.plot(*gold[-1], "*", color="tab:green", ms=14, label="goal")
+        ax.set_xlim(lo[0], hi[0])
+        ax.set_ylim(lo[1], hi[1])
+        ax.set_aspect("equal")
+        ax.set_title(f"episode {ep.episode_id}")
+        ax.set_xlabel("east (m)")
+        ax.set_ylabel("north (m)")
+        ax.legend(loc="best", fontsize=8)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def write_report(
+    out: Path,
+    metrics: Mapping[str, Any],
+    graph: StreetGraph,
+    episodes: Sequence[StreetEpisode],
+    records: Sequence[Mapping[str, Any]],
+    num_plots: int = 4,
+) -> None:
+    """Write ``report.md`` (metrics table, config) and ``trajectories.png`` into ``out``."""
+    cfg = metrics.get("config", {})
+    name = f"{cfg.get('agent', {}).get('name', 'agent')} on {cfg.get('task', {}).get('name', 'task')}/{cfg.get('split', '')}"
+    lines = [f"# Evaluation: {name}", "", metrics_table({name: metrics}), ""]
+    if records and num_plots > 0:
+        k = min(num_plots, len(records))
+        plot_trajectories(out / "trajectories.png", graph, episodes[:k], [r["route_panoids"] for r in records[:k]])
+        lines += ["## Trajectories", "", "![trajectories](trajectories.png)", ""]
+    lines += [f"Seed {metrics.get('seed')}; data from `{cfg.get('data_dir')}`.", ""]
+    (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
