@@ -1,0 +1,313 @@
+"""Episode metrics for the street-graph tasks (Touchdown, Map2Seq).
+
+Every metric is computed per episode and returned as one numpy array per metric, so that callers
+can slice, bootstrap or aggregate them (:func:`aggregate` takes the means). Routes are sequences of
+node indices of a :class:`~vlnkit.envs.street.graph.StreetGraph`: the nodes the agent visited, in
+order, with consecutive duplicates already removed (turning in place does not add a node). The gold
+route's last node is the goal.
+
+Definitions (``R`` the gold route, ``P`` the predicted route, hops counted on the undirected graph):
+
+``task_completion`` (TC)
+    1 when ``P[-1]`` is the goal or one of its 1-hop neighbours in either link direction, else 0.
+    As in VLN-Transformer, map2seq_vln and VELMA (``nx.all_neighbors`` of the goal plus the goal).
+``shortest_path_distance`` (SPD)
+    Hops from ``P[-1]`` to the goal. Undirected by default, as in the Touchdown code lineage
+    (VLN-Transformer ``touchdown/utils.py`` and map2seq_vln ``vln/utils.py`` load the graph as an
+    ``nx.Graph``); with this choice ``TC == (SPD <= 1)``. VELMA instead searches an ``nx.DiGraph``
+    from ``P[-1]`` to the goal; ``spd_directed=True`` reproduces that. On the full Touchdown graph
+    only 3 of 61,319 links lack a reverse link, so the two agree almost everywhere.
+``sed``
+    ``TC * (1 - OSA(P, R) / max(|P|, |R|))``. The reference code calls
+    ``pyxdameraulevenshtein.damerau_levenshtein_distance``, which implements the *restricted*
+    Damerau-Levenshtein (optimal string alignment) distance, so this uses
+    :class:`rapidfuzz.distance.OSA` on the node-index sequences. The unrestricted distance can be
+    smaller (``"CA"`` to ``"ABC"``: OSA 3, unrestricted 2).
+``ndtw_street``, ``sdtw_street``
+    ``exp(-DTW / (2 * sqrt(|R|)))`` with DTW over undirected hop distances, as VLN-Transformer and
+    map2seq_vln compute it (their ``_SUCCESS_THRESHOLD = 2``) and FLAME reports it;
+    ``sdtw_street = TC * ndtw_street`` is their SDTW.
+``ndtw``, ``sdtw``
+    The standard nDTW of Ilharco et al. (2019), ``exp(-DTW / (|R| * d_th))``, with Euclidean
+    distances in metres between node positions (:attr:`StreetGraph.xy`); ``sdtw = TC * ndtw``.
+    ``d_th`` defaults to :data:`DEFAULT_NDTW_THRESHOLD_M` = 10 m: one node spacing (the median link
+    of the real Touchdown graph is 9.95 m), the same tolerance TC grants with its one hop.
+``kpa``
+    VELMA's key-point accuracy (VELMA stores it in an output field named ``sed``; it is not SED).
+    See :func:`key_points` and :func:`key_point_accuracy`.
+``path_length``
+    Metres travelled along ``P`` (sum of the straight segments between consecutive nodes).
+``steps``
+    Number of actions the agent took; only known to the caller, so present only when given.
+
+Hop distances come from one shortest-path search per distinct gold node of the batch (the goal is
+one of them), run in chunks to bound memory. Each search stops at a radius that bounds the hops
+needed when both routes are walks from the same start, so it covers a ball around the source rather
+than the whole city; pairs beyond that radius (routes that are not such walks) are searched again
+without a bound, so the values are always exact. DTW runs as one dynamic programme over all
+episodes at once (:func:`dtw_distances`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from rapidfuzz.distance import OSA
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import dijkstra
+
+from vlnkit.envs.street.graph import StreetGraph
+
+DEFAULT_NDTW_THRESHOLD_M = 10.0
+"""Default ``d_th`` of the standard nDTW on street graphs, in metres (one node spacing)."""
+
+STREET_NDTW_SCALE = 2.0
+"""The constant in the street literature's ``exp(-DTW / (2 * sqrt(|R|)))``."""
+
+INTERSECTION_MIN_DEGREE = 3
+"""Out-degree from which a node counts as an intersection for key points (VELMA: more than 2)."""
+
+Route = Sequence[int] | np.ndarray
+
+
+def edit_distance(pred_route: Route, gold_route: Route) -> int:
+    """Restricted Damerau-Levenshtein (optimal string alignment) distance between two routes.
+
+    This is the distance pyxDamerauLevenshtein computes, which the Touchdown/VLN-Transformer code
+    uses for SED.
+    """
+    return int(OSA.distance(np.asarray(pred_route).tolist(), np.asarray(gold_route).tolist()))
+
+
+def key_points(route: Route, out_degree: np.ndarray) -> list[tuple[int, ...]]:
+    """VELMA's key points of a route, for key-point accuracy.
+
+    VELMA lists, for a route of at least two nodes: the start node and the second node, as two
+    separate entries (``(node,)`` here), then every move ``(node, next_node)`` that leaves an
+    intersection (out-degree >= :data:`INTERSECTION_MIN_DEGREE`). Its code writes the start as
+    ``list((route[0], route[1]))``, which spreads the first move into two node entries; this is kept
+    so that scores match published VELMA numbers. A one-node route has no key points.
+    """
+    nodes = np.asarray(route).tolist()
+    if len(nodes) <= 1:
+        return []
+    points: list[tuple[int, ...]] = [(nodes[0],), (nodes[1],)]
+    points += [(a, b) for a, b in zip(nodes[:-1], nodes[1:]) if out_degree[a] >= INTERSECTION_MIN_DEGREE]
+    return points
+
+
+def key_point_accuracy(
+    pred_route: Route, gold_route: Route, out_degree: np.ndarray, task_completed: bool
+) -> float:
+    """VELMA's key-point accuracy of one episode.
+
+    The gold key points (:func:`key_points` of the gold route) plus the goal form the denominator.
+    A gold key point is hit when it is among the predicted route's key points, wherever it occurs
+    (VELMA intersects the two sets, so the order of moves and a detour before the right move do not
+    matter); the goal is hit when the task is completed (the TC criterion).
+    """
+    gold = key_points(gold_route, out_degree)
+    hits = len(set(gold) & set(key_points(pred_route, out_degree))) + int(bool(task_completed))
+    return hits / (len(gold) + 1)
+
+
+def dtw_distances(costs: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
+    """Dynamic time warping distance of each cost matrix, ``costs[e][i, j]`` the cost of pairing
+    reference point ``i`` with query point ``j``.
+
+    DTW is the cheapest monotone alignment from ``(0, 0)`` to ``(n-1, m-1)`` moving by ``(1, 0)``,
+    ``(0, 1)`` or ``(1, 1)``, summing the cost of every visited cell. Episodes are sorted by size and
+    processed ``batch_size`` at a time, the recurrence running once per cell over the whole batch.
+    Empty matrices are not allowed.
+    """
+    out = np.empty(len(costs))
+    if len(costs) == 0:
+        return out
+    shapes = np.array([c.shape for c in costs], dtype=np.int64).reshape(len(costs), 2)
+    if (shapes == 0).any():
+        raise ValueError("dtw_distances: empty cost matrix")
+    order = np.argsort(shapes[:, 0] * shapes[:, 1], kind="stable")
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        rows, cols = shapes[idx, 0], shapes[idx, 1]
+        batch = np.full((len(idx), rows.max(), cols.max()), np.inf)
+        for k, e in enumerate(idx):
+            batch[k, : rows[k], : cols[k]] = costs[e]
+        # prev[:, j + 1] is the best cost of an alignment ending at cell (i - 1, j); column 0 is the
+        # virtual start, 0 before the first row and unreachable after it.
+        prev = np.full((len(idx), cols.max() + 1), np.inf)
+        prev[:, 0] = 0.0
+        result = np.empty(len(idx))
+        for i in range(rows.max()):
+            from_above = np.minimum(prev[:, 1:], prev[:, :-1])
+            cur = np.full_like(prev, np.inf)
+            for j in range(cols.max()):
+                cur[:, j + 1] = batch[:, i, j] + np.minimum(from_above[:, j], cur[:, j])
+            done = rows == i + 1
+            result[done] = cur[done, cols[done]]
+            prev = cur
+        out[idx] = result
+    return out
+
+
+def _as_routes(routes: Sequence[Route], num_nodes: int, name: str) -> list[np.ndarray]:
+    """Routes as 1-D int64 arrays, checked to be non-empty and to hold valid node indices."""
+    arrays = [np.asarray(r, dtype=np.int64) for r in routes]
+    for e, r in enumerate(arrays):
+        if r.ndim != 1 or len(r) == 0:
+            raise ValueError(f"{name}[{e}]: a route must be a non-empty 1-D sequence of node indices")
+        if r.min() < 0 or r.max() >= num_nodes:
+            raise ValueError(f"{name}[{e}]: node index out of range [0, {num_nodes})")
+    return arrays
+
+
+def _pair_hops(
+    graph_matrix: csr_matrix, sources: np.ndarray, targets: np.ndarray, limits: np.ndarray, chunk: int
+) -> np.ndarray:
+    """Hop counts ``out[k]`` of a shortest path ``sources[k] -> targets[k]`` in ``graph_matrix``.
+
+    One search per distinct source, ``chunk`` sources at a time. ``limits[k]`` is a guess of an upper
+    bound on the pair's distance: each search stops at the largest guess of its chunk (sources are
+    grouped by guess), which keeps it to a ball around the source on large graphs; pairs left
+    unresolved by a too small guess get a second, unbounded search, so the result is exact whatever
+    the guesses. Unreachable pairs get ``inf``.
+    """
+    out = np.full(len(sources), np.inf)
+    unique, inverse = np.unique(sources, return_inverse=True)
+    source_limit = np.zeros(len(unique))
+    np.maximum.at(source_limit, inverse, limits)
+    by_limit = np.argsort(source_limit, kind="stable")
+    rank = np.empty_like(by_limit)
+    rank[by_limit] = np.arange(len(unique))
+    pair_rank = rank[inverse]
+    pair_order = np.argsort(pair_rank, kind="stable")
+    sorted_rank = pair_rank[pair_order]
+    for start in range(0, len(unique), chunk):
+        stop = min(start + chunk, len(unique))
+        lo, hi = np.searchsorted(sorted_rank, [start, stop])
+        pairs = pair_order[lo:hi]
+        rows = dijkstra(
+            graph_matrix,
+            directed=True,
+            unweighted=True,
+            indices=unique[by_limit[start:stop]],
+            limit=source_limit[by_limit[stop - 1]],
+        )
+        out[pairs] = rows[pair_rank[pairs] - start, targets[pairs]]
+    unresolved = np.flatnonzero(np.isinf(out) & np.isfinite(limits))
+    if len(unresolved):
+        out[unresolved] = _pair_hops(
+            graph_matrix, sources[unresolved], targets[unresolved], np.full(len(unresolved), np.inf), chunk
+        )
+    return out
+
+
+def street_metrics(
+    graph: StreetGraph,
+    pred_routes: Sequence[Route],
+    gold_routes: Sequence[Route],
+    pred_steps: Sequence[int] | np.ndarray | None = None,
+    *,
+    ndtw_threshold_m: float = DEFAULT_NDTW_THRESHOLD_M,
+    spd_directed: bool = False,
+    search_chunk: int = 256,
+) -> dict[str, np.ndarray]:
+    """Per-episode street metrics of predicted routes against gold routes.
+
+    Args:
+        graph: the street graph the routes live on.
+        pred_routes: per episode, the node indices the agent visited (consecutive duplicates removed).
+        gold_routes: per episode, the gold route's node indices; its last node is the goal.
+        pred_steps: per episode, the number of actions the agent took; adds the ``steps`` key.
+        ndtw_threshold_m: ``d_th`` of the standard nDTW, in metres.
+        spd_directed: measure SPD along link directions from the final node to the goal (VELMA)
+            instead of on the undirected graph (Touchdown, VLN-Transformer, map2seq_vln).
+        search_chunk: number of shortest-path sources searched at once (memory: ``search_chunk *
+            num_nodes`` floats).
+
+    Returns:
+        ``task_completion``, ``shortest_path_distance``, ``sed``, ``ndtw_street``, ``sdtw_street``,
+        ``ndtw``, ``sdtw``, ``kpa``, ``path_length`` (and ``steps`` when given), each a float array
+        of one value per episode; fractions lie in [0, 1] (papers print them times 100). SPD is
+        ``inf`` when the goal cannot be reached from the final node. The definitions are in the
+        module docstring.
+    """
+    preds = _as_routes(pred_routes, graph.num_nodes, "pred_routes")
+    golds = _as_routes(gold_routes, graph.num_nodes, "gold_routes")
+    if len(preds) != len(golds):
+        raise ValueError(f"street_metrics: {len(preds)} predicted routes for {len(golds)} gold routes")
+    num = len(golds)
+    gold_len = np.array([len(r) for r in golds], dtype=np.int64)
+    pred_len = np.array([len(r) for r in preds], dtype=np.int64)
+
+    # Every (gold node, predicted node) pair of every episode, row-major per episode, with a guess
+    # of its hop distance: walks that share their start are at most i + j hops apart at steps i, j.
+    empty = [np.empty(0, dtype=np.int64)]
+    src = np.concatenate([np.repeat(g, len(p)) for g, p in zip(golds, preds)] or empty)
+    dst = np.concatenate([np.tile(p, len(g)) for g, p in zip(golds, preds)] or empty)
+    guess = np.concatenate(
+        [np.add.outer(np.arange(n), np.arange(m)).ravel() for n, m in zip(gold_len, pred_len)] or empty
+    )
+    undirected = (graph.adjacency + graph.adjacency.T).tocsr()
+    hops = _pair_hops(undirected, src, dst, guess.astype(np.float64), chunk=search_chunk)
+    metres = np.linalg.norm(graph.xy[src] - graph.xy[dst], axis=1)
+    bounds = np.concatenate([[0], np.cumsum(gold_len * pred_len)])
+    spans = [(bounds[e], bounds[e + 1], gold_len[e], pred_len[e]) for e in range(num)]
+    dtw_hops = dtw_distances([hops[a:b].reshape(n, m) for a, b, n, m in spans])
+    dtw_metres = dtw_distances([metres[a:b].reshape(n, m) for a, b, n, m in spans])
+
+    final_hops = hops[bounds[1:] - 1]  # (goal, final node): the last pair of each episode
+    tc = (final_hops <= 1).astype(np.float64)
+    goals = np.array([g[-1] for g in golds], dtype=np.int64)
+    finals = np.array([p[-1] for p in preds], dtype=np.int64)
+    spd = final_hops
+    if spd_directed:  # search from the goal against link direction; the undirected SPD is the guess
+        spd = _pair_hops(graph.adjacency.T.tocsr(), goals, finals, final_hops, chunk=search_chunk)
+
+    osa = np.array([edit_distance(p, g) for p, g in zip(preds, golds)], dtype=np.float64)
+    sed = tc * (1.0 - osa / np.maximum(pred_len, gold_len))
+    ndtw_street = np.exp(-dtw_hops / (STREET_NDTW_SCALE * np.sqrt(gold_len)))
+    ndtw = np.exp(-dtw_metres / (gold_len * ndtw_threshold_m))
+    kpa = np.array(
+        [key_point_accuracy(p, g, graph.out_degree, bool(t)) for p, g, t in zip(preds, golds, tc)],
+        dtype=np.float64,
+    )
+
+    visited = np.concatenate(preds or empty)
+    episode = np.repeat(np.arange(num), pred_len)
+    segment = np.linalg.norm(np.diff(graph.xy[visited], axis=0), axis=1)
+    within = episode[1:] == episode[:-1]
+    path_length = np.bincount(episode[1:][within], weights=segment[within], minlength=num).astype(np.float64)
+
+    result = {
+        "task_completion": tc,
+        "shortest_path_distance": spd,
+        "sed": sed,
+        "ndtw_street": ndtw_street,
+        "sdtw_street": tc * ndtw_street,
+        "ndtw": ndtw,
+        "sdtw": tc * ndtw,
+        "kpa": kpa,
+        "path_length": path_length,
+    }
+    if pred_steps is not None:
+        steps = np.asarray(pred_steps, dtype=np.float64)
+        if steps.shape != (num,):
+            raise ValueError(f"street_metrics: pred_steps has shape {steps.shape}, expected ({num},)")
+        result["steps"] = steps
+    return result
+
+
+def aggregate(per_episode: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Mean of every per-episode metric, plus ``num_episodes``.
+
+    Means of zero episodes are ``nan``. Arrays of different lengths raise ``ValueError``.
+    """
+    lengths = {len(v) for v in per_episode.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"aggregate: per-episode arrays have different lengths {sorted(lengths)}")
+    num = lengths.pop() if lengths else 0
+    means: dict[str, float] = {k: float(np.mean(v)) if num else float("nan") for k, v in per_episode.items()}
+    means["num_episodes"] = num
+    return means
