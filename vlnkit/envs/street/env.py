@@ -157,16 +157,16 @@ class StreetEnv(gymnasium.Env):
             obs_spaces["panorama"] = source.space
         self.observation_space = spaces.Dict(obs_spaces)
         self.action_space = spaces.Discrete(self.navigator.num_actions)
-        self._goal_fields: OrderedDict[int, tuple[np.ndarray, list[float]]] = OrderedDict()
+        self._goal_fields: OrderedDict[int, tuple[list[float], list[float]]] = OrderedDict()
         self._episode: StreetEpisode | None = None
         self._state: NavState | None = None
 
-    def _fields(self, goal: int) -> tuple[np.ndarray, list[float]]:
+    def _fields(self, goal: int) -> tuple[list[float], list[float]]:
         """Navigable distances (for the oracle) and undirected hop counts to ``goal``, cached."""
         hit = self._goal_fields.get(goal)
         if hit is None:
             hops = self.graph.hop_distances_to([goal])[0]
-            hit = (navigable_distances(self.graph, goal), hops.tolist())
+            hit = (navigable_distances(self.graph, goal, self.navigator.semantics), hops.tolist())
             self._goal_fields[goal] = hit
             if len(self._goal_fields) > _GOAL_CACHE_SIZE:
                 self._goal_fields.popitem(last=False)
@@ -209,7 +209,7 @@ class StreetEnv(gymnasium.Env):
             "links": self._links[state.node].copy(),
         }
         if self.panorama is not None:
-            obs["panorama"] = np.array(self.panorama.observe(state.node, state.heading))
+            obs["panorama"] = self.panorama.observe(state.node, state.heading)
         return obs
 
     def _info(self) -> dict[str, Any]:

@@ -92,10 +92,12 @@ class StreetNavigator:
         ptr = graph.out_ptr.tolist()
         dst = graph.out_dst.tolist()
         head = graph.out_heading.tolist()
-        self._heads: list[list[float]] = [head[ptr[i] : ptr[i + 1]] for i in range(graph.num_nodes)]
-        self._dsts: list[list[int]] = [dst[ptr[i] : ptr[i + 1]] for i in range(graph.num_nodes)]
+        self.heads: list[list[float]] = [head[ptr[i] : ptr[i + 1]] for i in range(graph.num_nodes)]
+        """Per node, the headings of its outgoing links in file order (plain lists: fast in a step)."""
+        self.dsts: list[list[int]] = [dst[ptr[i] : ptr[i + 1]] for i in range(graph.num_nodes)]
+        """Per node, the destinations of its outgoing links in file order."""
         self._by_heading: list[dict[float, int]] = []
-        for hs, ds in zip(self._heads, self._dsts):
+        for hs, ds in zip(self.heads, self.dsts):
             table: dict[float, int] = {}
             for h, d in zip(hs, ds):
                 table.setdefault(h, d)
@@ -105,8 +107,18 @@ class StreetNavigator:
     def start(self, node: int, heading: float) -> NavState:
         """The initial state at ``node``, the heading snapped to the nearest outgoing link."""
         heading = float(heading) % 360.0
-        hs = self._heads[node]
+        hs = self.heads[node]
         return NavState(node, _closest(hs, heading) if hs else heading, -1)
+
+    def forward_moves(self, node: int, heading: float) -> int | None:
+        """Where FORWARD leads from ``node`` when facing exactly the link ``heading``, or ``None`` when
+        the semantics refuse the move there (a dead end under either semantics)."""
+        nxt = self._by_heading[node].get(heading)
+        if nxt is None:
+            return None
+        if self.semantics == "touchdown":
+            return nxt if len(self.heads[nxt]) >= 2 else None
+        return nxt if len(self.heads[node]) >= 2 else None
 
     def step(self, state: NavState, action: int) -> tuple[NavState, bool]:
         """Apply ``action``; returns the next state and whether the episode ended."""
@@ -129,25 +141,25 @@ class StreetNavigator:
             return state, True
         if action == FORWARD:
             nxt = self._by_heading[node].get(heading, node)
-            candidates = self._heads[nxt]
+            candidates = self.heads[nxt]
             new_heading = _closest(candidates, heading) if candidates else heading
         else:
             nxt = node
             new_heading = heading
             best = float("inf")
-            for h in self._heads[node]:
+            for h in self.heads[node]:
                 if h == heading:
                     continue
                 d = (heading - h) % 360.0 if action == LEFT else (h - heading) % 360.0
                 if d < best:
                     best, new_heading = d, h
-        if len(self._heads[nxt]) < 2:
+        if len(self.heads[nxt]) < 2:
             return state, False
         return NavState(nxt, new_heading), False
 
     def _step_velma(self, state: NavState, action: int) -> tuple[NavState, bool]:
         node, heading = state.node, state.heading
-        heads = self._heads[node]
+        heads = self.heads[node]
         n = len(heads)
         if n == 0:
             return state, True
@@ -172,10 +184,10 @@ class StreetNavigator:
 
     def _intersection_heading(self, state: NavState, action: int) -> float:
         node, heading, prev = state.node, state.heading, state.prev_node
-        out = list(self._heads[node])
+        out = list(self.heads[node])
         forward_heading = heading
         if prev not in (-1, node):
-            dsts = self._dsts[node]
+            dsts = self.dsts[node]
             if prev in dsts:
                 del out[dsts.index(prev)]
             ordered = sorted(out, key=lambda h: _relative_angle(heading, h))
@@ -184,7 +196,7 @@ class StreetNavigator:
                 forward_heading = _closest([ordered[m // 2 - 1], ordered[m // 2]], heading)
             else:
                 forward_heading = ordered[m // 2]
-            if len(self._heads[node]) == 3 and action in (LEFT, RIGHT):
+            if len(self.heads[node]) == 3 and action in (LEFT, RIGHT):
                 return ordered[0] if action == LEFT else ordered[-1]
         if action == FORWARD:
             return forward_heading

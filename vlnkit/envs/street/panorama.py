@@ -46,7 +46,8 @@ class PanoramaSource(Protocol):
         """The observation space of one panorama."""
 
     def observe(self, node: int, heading: float) -> np.ndarray:
-        """The panorama observation at ``node`` for an agent facing ``heading`` degrees."""
+        """The panorama observation at ``node`` for an agent facing ``heading`` degrees (a new array on
+        every call: callers may keep or modify it)."""
 
 
 class ImageFolderSource:
@@ -151,10 +152,10 @@ class _FeatureSource:
         """The node's features, slices rolled so that slice 0 faces ``heading``."""
         feat = self._table[node]
         if feat.ndim == 1:
-            return feat
+            return feat.copy()
         slices = feat.shape[0]
         shift = int(round(((heading - self._origin[node]) % 360.0) / 360.0 * slices)) % slices
-        return np.roll(feat, -shift, axis=0) if shift else feat
+        return np.roll(feat, -shift, axis=0) if shift else feat.copy()
 
 
 class FeatureArraySource(_FeatureSource):
