@@ -111,3 +111,9 @@ def test_perspective_crop_looks_at_the_heading():
     behind = perspective_crop(pano, heading=270.0, yaw=0.0, fov=60.0, size=(32, 33))
     assert ahead[16, 16].tolist() == [255, 255, 255]
     assert behind.max() == 0
+
+
+def test_guidance_off_leaves_only_public_info():
+    e = gymnasium.make("vlnkit/Touchdown-v0", graph=grid_graph(), episodes=episodes(), panorama="none", guidance=False)
+    _, info = e.reset(options={"episode_id": "1"})
+    assert set(info) == {"episode_id", "panoid"}

@@ -33,6 +33,7 @@ from vlnkit.agents import Agent, create
 from vlnkit.config import config_hash, to_container
 from vlnkit.envs.datasets import StreetEpisode, write_submission
 from vlnkit.envs.street.env import StreetEnv
+from vlnkit.envs.street.navigator import StreetNavigator
 from vlnkit.eval.metrics import aggregate, street_metrics
 from vlnkit.eval.report import write_report
 
@@ -56,8 +57,9 @@ def resolve_data_dir(cfg: DictConfig) -> Path:
     return default_city(seed=int(cfg.task.get("city_seed", 0)), size=str(cfg.task.get("city_size", "small")))
 
 
-def make_env(cfg: DictConfig, data_dir: Path) -> StreetEnv:
-    """The street environment a run config describes (unwrapped, so the runner can read the route)."""
+def make_env(cfg: DictConfig, data_dir: Path, guidance: bool = True) -> StreetEnv:
+    """The street environment a run config describes (unwrapped, so the runner can read the route);
+    ``guidance`` adds the oracle's privileged hints to ``info``."""
     task = cfg.task
     env = gymnasium.make(
         ENV_IDS[task.env_task],
@@ -68,6 +70,7 @@ def make_env(cfg: DictConfig, data_dir: Path) -> StreetEnv:
         panorama=task.panorama,
         episode_kinds=task.episode_kinds,
         on_invalid_route=task.on_invalid_route,
+        guidance=guidance,
         **dict(task.get("panorama_paths") or {}),
     )
     return env.unwrapped
@@ -156,7 +159,8 @@ def evaluate(cfg: DictConfig, episodes: Iterable[StreetEpisode] | None = None) -
     Returns the contents of ``metrics.json``.
     """
     data_dir = resolve_data_dir(cfg)
-    env = make_env(cfg, data_dir)
+    agent = create(str(cfg.agent.name), cfg.agent, num_actions=StreetNavigator.action_count(cfg.task.semantics))
+    env = make_env(cfg, data_dir, guidance=agent.uses_info)
     todo = list(episodes) if episodes is not None else env.episodes
     if cfg.limit is not None:
         todo = todo[: int(cfg.limit)]
@@ -164,7 +168,6 @@ def evaluate(cfg: DictConfig, episodes: Iterable[StreetEpisode] | None = None) -
     resolved["data_dir"] = str(data_dir)
     out = Path(str(cfg.out))
     _check_run_folder(out, {"config_hash": config_hash(resolved), "config": resolved})
-    agent = create(str(cfg.agent.name), cfg.agent, num_actions=env.action_space.n)
     log = out / "episodes.jsonl"
     finished = read_finished(log)
     remaining = [ep for ep in todo if ep.episode_id not in finished]

@@ -3,7 +3,9 @@
 ``vlnkit bench street [--data-dir PATH]`` prints the result as one JSON line. Without a data folder it
 uses a Touchdown-sized synthetic city (``size=large``, generated once and cached). The env benchmark
 runs one ``gymnasium.make`` environment with feature observations and uniformly random actions,
-resets included; the batched benchmark steps 1024 agents with random FORWARD/LEFT/RIGHT actions.
+resets included: ``env_steps_per_s`` without the privileged guidance in ``info`` (a random agent never
+reads it) and ``env_steps_per_s_guided`` with the oracle action and goal distance computed every step.
+The batched benchmark steps 1024 agents with random FORWARD/LEFT/RIGHT actions.
 """
 
 from __future__ import annotations
@@ -32,6 +34,24 @@ def _timed_loop(step: Any, seconds: float) -> float:
             return done / elapsed
 
 
+def _env_rate(env: gymnasium.Env, seed: int, seconds: float) -> float:
+    """Steps per second of ``env`` under uniformly random non-STOP actions, resets included."""
+    env.reset(seed=seed)
+    actions = np.random.default_rng(seed).integers(1, env.action_space.n, size=100_000).tolist()
+    cursor = [0]
+
+    def chunk() -> int:
+        for _ in range(1000):
+            a = actions[cursor[0] % len(actions)]
+            cursor[0] += 1
+            _, _, terminated, truncated, _ = env.step(a)
+            if terminated or truncated:
+                env.reset()
+        return 1000
+
+    return _timed_loop(chunk, seconds)
+
+
 def run_street_benchmark(data_dir: str | Path | None = None, seconds: float = 3.0, batch: int = 1024,
                          semantics: str = "touchdown", seed: int = 0) -> dict[str, Any]:
     """Measure the street stack; returns ``graph_load_s``, ``env_steps_per_s``, ``batched_steps_per_s``."""
@@ -58,23 +78,12 @@ def run_street_benchmark(data_dir: str | Path | None = None, seconds: float = 3.
             (Path(tmp) / "index.txt").write_text("\n".join(graph.panoids) + "\n")
             source = FeatureArraySource(Path(tmp) / "features.npy", Path(tmp) / "index.txt")
         split = "dev" if "dev" in list_street_splits(data_dir) else list_street_splits(data_dir)[0]
-        env = gymnasium.make("vlnkit/Touchdown-v0", data_dir=data_dir, split=split, semantics=semantics,
-                             panorama=source, episode_kinds="all")
-        env.reset(seed=seed)
-        env.action_space.seed(seed)
-        actions = np.random.default_rng(seed).integers(1, env.action_space.n, size=100_000).tolist()
-        cursor = [0]
-
-        def env_step() -> int:
-            for _ in range(1000):
-                a = actions[cursor[0] % len(actions)]
-                cursor[0] += 1
-                _, _, terminated, truncated, _ = env.step(a)
-                if terminated or truncated:
-                    env.reset()
-            return 1000
-
-        env_rate = _timed_loop(env_step, seconds)
+        env_rates = {}
+        for guidance in (False, True):
+            env = gymnasium.make("vlnkit/Touchdown-v0", data_dir=data_dir, split=split, semantics=semantics,
+                                 panorama=source, episode_kinds="all", guidance=guidance)
+            env_rates[guidance] = _env_rate(env, seed, seconds)
+            env.close()
 
     nav = BatchedNavigator(graph, semantics)  # type: ignore[arg-type]
     rng = np.random.default_rng(seed)
@@ -94,7 +103,8 @@ def run_street_benchmark(data_dir: str | Path | None = None, seconds: float = 3.
         "links": graph.num_links,
         "semantics": semantics,
         "graph_load_s": round(float(np.median(loads)), 4),
-        "env_steps_per_s": round(env_rate),
+        "env_steps_per_s": round(env_rates[False]),
+        "env_steps_per_s_guided": round(env_rates[True]),
         "batched_steps_per_s": round(batched_rate),
         "batch": batch,
     }

@@ -9,9 +9,10 @@ Observations are a ``Dict`` (fresh arrays on every call, as Gymnasium requires):
 - ``panorama``: the node's panorama from the configured source (image or features), absent with
   ``panorama="none"``.
 
-``info`` carries privileged guidance that agents may use only when they are meant to (oracle, imitation
-learning): ``oracle_action`` (the shortest-path oracle's next action), ``distance_to_goal`` (undirected
-hop count, the quantity SPD measures), the ``panoid`` of the current node and the ``episode_id``.
+``info`` carries the ``panoid`` of the current node and the ``episode_id`` and, unless ``guidance=False``,
+privileged guidance that agents may use only when they are meant to (oracle, imitation learning):
+``oracle_action`` (the shortest-path oracle's next action) and ``distance_to_goal`` (undirected hop
+count, the quantity SPD measures).
 
 The reward is 0 on every step except the one that ends the episode with STOP, where it is 1.0 when the
 agent stopped at the goal or one of its neighbours (task completion) and 0.0 otherwise.
@@ -88,6 +89,8 @@ class StreetEnv(gymnasium.Env):
             (mixed files).
         on_invalid_route: ``error`` or ``skip`` routes through unknown or unlinked panoids.
         graph, episodes: pass these instead of ``data_dir`` to run on data already in memory.
+        guidance: put ``oracle_action`` and ``distance_to_goal`` in ``info`` (one graph search per new
+            goal, and the oracle's work on every step); switch off for rollouts that never read them.
     """
 
     metadata = {"render_modes": []}
@@ -104,6 +107,7 @@ class StreetEnv(gymnasium.Env):
         on_invalid_route: str = "error",
         graph: StreetGraph | None = None,
         episodes: Sequence[StreetEpisode] | None = None,
+        guidance: bool = True,
         **panorama_paths: Any,
     ) -> None:
         if task not in DEFAULT_SEMANTICS:
@@ -128,6 +132,7 @@ class StreetEnv(gymnasium.Env):
         self.graph = graph
         self.episodes = list(episodes)
         self.max_steps = int(max_steps)
+        self.guidance = guidance
         self.navigator = StreetNavigator(graph, semantics or DEFAULT_SEMANTICS[task])
         if isinstance(panorama, str):
             source = make_panorama_source(panorama, Path(data_dir) if data_dir is not None else Path("."), **panorama_paths)
@@ -195,7 +200,8 @@ class StreetEnv(gymnasium.Env):
         index_of = self.graph.index
         self._episode = ep
         self._goal = index_of[ep.route[-1]]
-        self._distances, self._hops = self._fields(self._goal)
+        if self.guidance:
+            self._distances, self._hops = self._fields(self._goal)
         self._state = self.navigator.start(index_of[ep.route[0]], ep.start_heading)
         self._steps = 0
         return self._observation(), self._info()
@@ -214,12 +220,11 @@ class StreetEnv(gymnasium.Env):
 
     def _info(self) -> dict[str, Any]:
         state = self._state
-        return {
-            "episode_id": self._episode.episode_id,
-            "panoid": self.graph.panoids[state.node],
-            "oracle_action": oracle_action(self.navigator, state, self._goal, self._distances),
-            "distance_to_goal": self._hops[state.node],
-        }
+        info = {"episode_id": self._episode.episode_id, "panoid": self.graph.panoids[state.node]}
+        if self.guidance:
+            info["oracle_action"] = oracle_action(self.navigator, state, self._goal, self._distances)
+            info["distance_to_goal"] = self._hops[state.node]
+        return info
 
     def step(self, action: int) -> tuple[dict, float, bool, bool, dict]:
         """Apply one action; the episode terminates on STOP and is truncated at ``max_steps``."""

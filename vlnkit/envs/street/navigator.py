@@ -84,11 +84,9 @@ class StreetNavigator:
     """
 
     def __init__(self, graph: StreetGraph, semantics: Semantics = "touchdown") -> None:
-        if semantics not in SEMANTICS:
-            raise ValueError(f"unknown action semantics {semantics!r}; expected one of {SEMANTICS}")
+        self.num_actions = self.action_count(semantics)
         self.graph = graph
         self.semantics = semantics
-        self.num_actions = 4 if semantics == "touchdown" else 5
         ptr = graph.out_ptr.tolist()
         dst = graph.out_dst.tolist()
         head = graph.out_heading.tolist()
@@ -103,6 +101,13 @@ class StreetNavigator:
                 table.setdefault(h, d)
             self._by_heading.append(table)
         self._memo: dict[tuple[int, float, int, int], tuple[NavState, bool]] = {}
+
+    @staticmethod
+    def action_count(semantics: str) -> int:
+        """Number of actions under ``semantics``: 4 for touchdown, 5 (with TURN_AROUND) for velma."""
+        if semantics not in SEMANTICS:
+            raise ValueError(f"unknown action semantics {semantics!r}; expected one of {SEMANTICS}")
+        return 4 if semantics == "touchdown" else 5
 
     def start(self, node: int, heading: float) -> NavState:
         """The initial state at ``node``, the heading snapped to the nearest outgoing link."""
@@ -221,11 +226,9 @@ class BatchedNavigator:
     """
 
     def __init__(self, graph: StreetGraph, semantics: Semantics = "touchdown") -> None:
-        if semantics not in SEMANTICS:
-            raise ValueError(f"unknown action semantics {semantics!r}; expected one of {SEMANTICS}")
+        self.num_actions = StreetNavigator.action_count(semantics)
         self.graph = graph
         self.semantics = semantics
-        self.num_actions = 4 if semantics == "touchdown" else 5
         deg = graph.out_degree
         width = max(int(deg.max(initial=0)), 1)
         slot = np.arange(width)
