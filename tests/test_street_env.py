@@ -117,3 +117,25 @@ def test_guidance_off_leaves_only_public_info():
     e = gymnasium.make("vlnkit/Touchdown-v0", graph=grid_graph(), episodes=episodes(), panorama="none", guidance=False)
     _, info = e.reset(options={"episode_id": "1"})
     assert set(info) == {"episode_id", "panoid"}
+
+
+def test_image_folder_source_centres_the_heading(tmp_path):
+    from PIL import Image
+
+    from vlnkit.envs.street.panorama import ImageFolderSource
+
+    g = grid_graph(2)
+    for p in g.panoids:
+        img = np.zeros((16, 64, 3), dtype=np.uint8)
+        img[:, 48] = 200  # column 48 of 64 faces yaw + (48 - 32) / 64 * 360 = 90 degrees (yaw is 0)
+        Image.fromarray(img).save(tmp_path / f"{p}.png")
+    src = ImageFolderSource(tmp_path, height=16, width=64)
+    src.bind(g)
+    facing_east = src.observe(0, 90.0)
+    assert facing_east.shape == (16, 64, 3)
+    assert facing_east[8, 32].tolist() == [200, 200, 200]  # the marked column is now in the centre
+    assert src.observe(0, 0.0)[8, 48].tolist() == [200, 200, 200]
+    with pytest.raises(FileNotFoundError, match="no panorama image for panoid 'zz'"):
+        missing = StreetGraph.from_lists([("zz", 0, 0.0, 0.0)], [])
+        src.bind(missing)
+        src.observe(0, 0.0)
