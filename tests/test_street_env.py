@@ -139,3 +139,48 @@ def test_image_folder_source_centres_the_heading(tmp_path):
         missing = StreetGraph.from_lists([("zz", 0, 0.0, 0.0)], [])
         src.bind(missing)
         src.observe(0, 0.0)
+
+
+def test_bfs_hops_equal_scipy_shortest_paths_on_random_graphs():
+    from scipy.sparse.csgraph import shortest_path
+
+    from vlnkit.envs.street.graph import bfs_hops
+
+    from test_navigator import random_graph
+
+    rng = np.random.default_rng()
+    for _ in range(5):
+        g = random_graph(rng, 80)
+        goal = int(rng.integers(g.num_nodes))
+        expected = shortest_path(g.adjacency, directed=False, unweighted=True, indices=goal)
+        assert np.array_equal(g.hops_to(goal), expected)
+        directed = shortest_path(g.adjacency, directed=True, unweighted=True, indices=goal)
+        assert np.array_equal(bfs_hops(g.adjacency, goal, directed=True), directed)
+
+
+@pytest.mark.parametrize("semantics, final", [("touchdown", "B"), ("velma", "D")])
+def test_oracle_respects_what_each_semantics_can_enter(semantics, final):
+    """A triangle A-B-C with a spur B-D that ends at D (D has one outgoing link). Touchdown refuses to
+    move onto D, so its oracle stops next to it at B; under VELMA the oracle walks onto D and stops."""
+    nodes = [(p, 0, 40.0 + i * 1e-4, -73.0 + (i % 2) * 1e-4) for i, p in enumerate("ABCD")]
+    links = [("A", 90, "B"), ("B", 270, "A"), ("B", 180, "C"), ("C", 0, "B"), ("C", 300, "A"), ("A", 120, "C"),
+             ("B", 0, "D"), ("D", 180, "B")]
+    g = StreetGraph.from_lists(nodes, links)
+    ep = StreetEpisode("1", "touchdown", "go to the spur", ("A", "B", "D"), 90.0)
+    e = gymnasium.make("vlnkit/Touchdown-v0", graph=g, episodes=[ep], panorama="none", semantics=semantics)
+    _, info = e.reset(options={"episode_id": "1"})
+    for _ in range(10):
+        _, _, terminated, truncated, info = e.step(info["oracle_action"])
+        if terminated or truncated:
+            break
+    assert terminated and info["panoid"] == final
+
+
+def test_velma_oracle_stops_at_a_start_it_cannot_leave():
+    """Under VELMA every action but TURN_AROUND at a one-link node ends the episode: stop at once."""
+    nodes = [(p, 0, 40.0, -73.0 + i * 1e-4) for i, p in enumerate("ABC")]
+    links = [("A", 90, "B"), ("B", 270, "A"), ("B", 90, "C"), ("C", 270, "B")]
+    ep = StreetEpisode("1", "map2seq", "go east", ("A", "B", "C"), 90.0)
+    e = gymnasium.make("vlnkit/Map2Seq-v0", graph=StreetGraph.from_lists(nodes, links), episodes=[ep], panorama="none")
+    _, info = e.reset(options={"episode_id": "1"})
+    assert info["oracle_action"] == int(A.STOP)

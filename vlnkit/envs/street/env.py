@@ -34,7 +34,7 @@ from vlnkit.envs.datasets import StreetEpisode, load_street_split
 from vlnkit.envs.street.actions import StreetAction
 from vlnkit.envs.street.graph import StreetGraph
 from vlnkit.envs.street.navigator import NavState, Semantics, StreetNavigator
-from vlnkit.envs.street.oracle import navigable_distances, oracle_action
+from vlnkit.envs.street.oracle import NavigableDistances, oracle_action
 from vlnkit.envs.street.panorama import (
     FeatureArraySource,
     FeatureFolderSource,
@@ -134,6 +134,7 @@ class StreetEnv(gymnasium.Env):
         self.max_steps = int(max_steps)
         self.guidance = guidance
         self.navigator = StreetNavigator(graph, semantics or DEFAULT_SEMANTICS[task])
+        self._navigable = NavigableDistances(graph, self.navigator.semantics)
         if isinstance(panorama, str):
             source = make_panorama_source(panorama, Path(data_dir) if data_dir is not None else Path("."), **panorama_paths)
         else:
@@ -170,8 +171,7 @@ class StreetEnv(gymnasium.Env):
         """Navigable distances (for the oracle) and undirected hop counts to ``goal``, cached."""
         hit = self._goal_fields.get(goal)
         if hit is None:
-            hops = self.graph.hop_distances_to([goal])[0]
-            hit = (navigable_distances(self.graph, goal, self.navigator.semantics), hops.tolist())
+            hit = (self._navigable.to(goal), self.graph.hops_to(goal).tolist())
             self._goal_fields[goal] = hit
             if len(self._goal_fields) > _GOAL_CACHE_SIZE:
                 self._goal_fields.popitem(last=False)
@@ -222,7 +222,7 @@ class StreetEnv(gymnasium.Env):
         state = self._state
         info = {"episode_id": self._episode.episode_id, "panoid": self.graph.panoids[state.node]}
         if self.guidance:
-            info["oracle_action"] = oracle_action(self.navigator, state, self._goal, self._distances)
+            info["oracle_action"] = oracle_action(self.navigator, state, self._distances)
             info["distance_to_goal"] = self._hops[state.node]
         return info
 

@@ -16,7 +16,7 @@ from functools import cached_property
 import networkx as nx
 import numpy as np
 from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import shortest_path
+from scipy.sparse.csgraph import breadth_first_order, shortest_path
 
 EARTH_RADIUS_M = 6_371_008.8
 
@@ -24,6 +24,29 @@ EARTH_RADIUS_M = 6_371_008.8
 def angle_diff(a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray | float:
     """Absolute angular difference in degrees between headings, in [0, 180]."""
     return 180.0 - np.abs(np.abs(np.asarray(a) - np.asarray(b)) % 360.0 - 180.0)
+
+
+def bfs_hops(csgraph: csr_matrix, source: int, directed: bool = True) -> np.ndarray:
+    """Hop counts from ``source`` to every node (``inf`` where unreachable), one BFS.
+
+    scipy's breadth-first order gives the BFS tree; depths along it are found by pointer doubling
+    (each node adds its ancestor's count and jumps to the ancestor's ancestor), which takes
+    ``log2(depth)`` vectorised rounds instead of a Python loop over nodes.
+    """
+    n = csgraph.shape[0]
+    order, pred = breadth_first_order(csgraph, source, directed=directed, return_predecessors=True)
+    has_parent = pred >= 0
+    ancestor = np.where(has_parent, pred, np.arange(n))
+    depth = has_parent.astype(np.int64)
+    while True:
+        jumped = ancestor[ancestor]
+        if np.array_equal(jumped, ancestor):
+            break
+        depth += depth[ancestor]
+        ancestor = jumped
+    hops = np.full(n, np.inf)
+    hops[order] = depth[order]
+    return hops
 
 
 @dataclass(frozen=True, eq=False)
@@ -163,6 +186,17 @@ class StreetGraph:
         return csr_matrix(
             (np.ones(self.num_links, dtype=np.float64), self.out_dst, self.out_ptr), shape=(n, n)
         )
+
+    @cached_property
+    def undirected_adjacency(self) -> csr_matrix:
+        """Symmetric adjacency matrix: 1 where a link exists in either direction."""
+        sym = (self.adjacency + self.adjacency.T).tocsr()
+        sym.data[:] = 1.0
+        return sym
+
+    def hops_to(self, goal: int) -> np.ndarray:
+        """Undirected hop counts from every node to ``goal`` (``inf`` where unreachable); one fast BFS."""
+        return bfs_hops(self.undirected_adjacency, goal, directed=True)
 
     @cached_property
     def undirected_neighbors(self) -> list[frozenset[int]]:

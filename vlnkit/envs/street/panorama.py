@@ -138,6 +138,8 @@ class _FeatureSource:
             raise KeyError(f"{self.describe()}: no features for {len(absent)} graph nodes, e.g. {absent[:3]} (use missing='zeros' to allow)")
         self._table = table
         self._origin = self._slice_origin(graph)
+        slices = shape[0] if len(shape) > 1 else 1
+        self._rolls = [np.roll(np.arange(slices), -k) for k in range(slices)]
         self._graph = graph
 
     def _slice_origin(self, graph: StreetGraph) -> np.ndarray:
@@ -149,13 +151,14 @@ class _FeatureSource:
         return type(self).__name__
 
     def observe(self, node: int, heading: float) -> np.ndarray:
-        """The node's features, slices rolled so that slice 0 faces ``heading``."""
+        """The node's features, slices rolled so that slice 0 faces ``heading`` (to the nearest slice,
+        halves rounded up)."""
         feat = self._table[node]
         if feat.ndim == 1:
             return feat.copy()
         slices = feat.shape[0]
-        shift = int(round(((heading - self._origin[node]) % 360.0) / 360.0 * slices)) % slices
-        return np.roll(feat, -shift, axis=0) if shift else feat.copy()
+        shift = int(((heading - self._origin[node]) % 360.0) * slices / 360.0 + 0.5) % slices
+        return feat[self._rolls[shift]]
 
 
 class FeatureArraySource(_FeatureSource):
