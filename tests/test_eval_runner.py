@@ -77,7 +77,8 @@ def test_same_seed_same_metrics_and_other_config_is_refused(release, tmp_path):
         run(release, tmp_path / "a", "agent=random", "seed=4")
 
 
-def test_oracle_on_real_touchdown_sample(touchdown_sample, tmp_path):
-    metrics = run(touchdown_sample, tmp_path / "run", "agent=oracle")
+@pytest.mark.parametrize("semantics", ["touchdown", "velma"])
+def test_oracle_on_real_touchdown_sample(touchdown_sample, tmp_path, semantics):
+    metrics = run(touchdown_sample, tmp_path / "run", "agent=oracle", f"task.semantics={semantics}")
     assert metrics["num_episodes"] == 40
     assert metrics["task_completion"] == 1.0 and metrics["shortest_path_distance"] == 0.0
