@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SYSTEM_PACKAGES=()   # Debian packages vlnkit needs beyond Python itself (none yet)
+# Debian packages vlnkit needs beyond Python itself:
+#   libusb-1.0-0  open3d-cpu links against it
+SYSTEM_PACKAGES=(libusb-1.0-0)
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -1,0 +1,27 @@
+"""The memory benchmark runs at toy sizes and reports every key the CLI prints."""
+
+import numpy as np
+import pytest
+
+from vlnkit.memory import LTMConfig, Mem4NavConfig
+from vlnkit.memory.benchmark import run_memory_benchmark, street_walk
+
+
+def test_benchmark_reports_all_keys_at_small_sizes():
+    pytest.importorskip("open3d")
+    config = Mem4NavConfig(dim=32, ltm=LTMConfig(depth=1))
+    result = run_memory_benchmark(
+        sizes=(1_000,), timed_steps=30, dim=32, octree_points=5_000, octree_queries=500, config=config
+    )
+    keys = ("median_ms_1k", "p99_ms_1k", "ltm_median_ms_1k", "bytes_per_obs", "octree_inserts_per_s",
+            "octree_queries_per_s", "open3d_inserts_per_s", "open3d_queries_per_s")
+    for key in keys:
+        assert result[key] > 0, key
+    assert result["stored_observations"] == 1_060
+
+
+def test_street_walk_moves_one_step_at_a_time_on_the_grid():
+    positions = street_walk(500, seed=3, step=2.0, block=20.0)
+    steps = np.linalg.norm(np.diff(positions, axis=0), axis=1)
+    assert np.allclose(steps, 2.0) and np.allclose(positions[:, 2], 0.0)
+    assert np.allclose(np.round(positions[:, :2] / 2.0) * 2.0, positions[:, :2])

@@ -1,0 +1,256 @@
+"""Pre-training the long-term memory (mem4nav.md, training stage 2) on recorded trajectories.
+
+A trajectory is the sequence of observation embeddings an agent saw and the positions it saw them at
+(:class:`Trajectory`). :func:`train_ltm` optimises the :class:`~vlnkit.memory.ltm.LTMModel` with AdamW
+(lr 1e-4, linear warm-up then cosine decay) on three terms, each with a weight in :class:`LTMTrainConfig`:
+
+* cycle: ``|| v - descriptor_head(second half of R^-1(R([theta ; v]))) ||^2`` (mem4nav.md's cycle loss);
+* position: ``position_head`` of the same ``v_hat`` against the place's position (scaled by
+  ``position_scale``);
+* retrieval: an InfoNCE loss that pulls the query ``MLP([v_j ; p_j])`` of an observation ``j`` toward the
+  token written for a nearby observation ``i`` of the same trajectory (within ``max_offset`` steps) and
+  away from the other tokens in the batch, with logits ``-||q - token||^2 / temperature``. Without it the
+  query network is never trained and LTM reads return arbitrary tokens; set its weight to 0 for the
+  cycle loss alone.
+
+Checkpoints (model, optimiser, schedule, step, dimensions and configs) are written atomically every
+``checkpoint_every`` steps and at the end, and read back with ``torch.load(weights_only=True)``;
+:meth:`Mem4NavMemory.load_ltm_weights` loads one into a memory.
+
+Default observation encoder: :class:`RandomProjectionEncoder`, a fixed seeded Gaussian projection of the
+observation's panorama (an image is first area-pooled to a small grid; a precomputed feature vector is
+used as it is) followed by L2 normalisation. It is the default because nothing here may download weights
+and none ship with the installed packages, because it accepts both kinds of panorama the street
+environments produce, and because a random projection approximately preserves Euclidean distances
+(Johnson-Lindenstrauss), so views that look alike stay close, which is the property memory matching and
+retrieval rely on. Any callable from an observation to a vector can replace it (a backbone from
+``vlnkit.perception``, a CLIP model where the user has weights).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from vlnkit.memory.checkpoint import load_torch, save_torch
+from vlnkit.memory.ltm import LTMConfig, LTMModel
+
+ObservationEncoder = Callable[[Any], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """Observation embeddings ``(T, dim)`` and the world positions ``(T, 3)`` they were seen at."""
+
+    embeddings: np.ndarray
+    positions: np.ndarray
+
+    def __post_init__(self) -> None:
+        if len(self.embeddings) != len(self.positions):
+            raise ValueError("a trajectory needs one position per embedding")
+
+
+class RandomProjectionEncoder:
+    """Observation -> unit vector: area-pool the panorama, flatten, fixed Gaussian projection, normalise.
+
+    ``key`` picks the panorama out of a dict observation (an array observation is used directly);
+    ``grid`` is the pooled image size (rows, columns); the projection is drawn from ``seed`` the first time
+    an input size is seen, so the same encoder maps the same observation to the same vector.
+    """
+
+    def __init__(self, dim: int = 128, key: str = "panorama", grid: tuple[int, int] = (8, 32), seed: int = 0) -> None:
+        self.dim, self.key, self.grid, self.seed = dim, key, grid, seed
+        self._projections: dict[int, np.ndarray] = {}
+
+    def __call__(self, observation: Any) -> np.ndarray:
+        data = observation[self.key] if isinstance(observation, dict) else observation
+        array = np.asarray(data, dtype=np.float32)
+        if array.ndim == 3:
+            image = torch.from_numpy(array).permute(2, 0, 1)[None]
+            array = F.adaptive_avg_pool2d(image, self.grid).numpy()
+        flat = array.reshape(-1)
+        projection = self._projections.get(flat.size)
+        if projection is None:
+            rng = np.random.default_rng(self.seed)
+            projection = rng.standard_normal((flat.size, self.dim)).astype(np.float32) / math.sqrt(flat.size)
+            self._projections[flat.size] = projection
+        vector = (flat - flat.mean()) @ projection
+        norm = float(np.linalg.norm(vector))
+        return vector / norm if norm > 0 else vector
+
+
+def encode_trajectory(
+    observations: Iterable[Any],
+    encoder: ObservationEncoder | None = None,
+    position_key: str = "position",
+    dim: int = 128,
+) -> Trajectory:
+    """Embed dict observations with ``encoder`` (default :class:`RandomProjectionEncoder`) and take their
+    ``position_key`` entries (2-D positions get z = 0)."""
+    encoder = encoder or RandomProjectionEncoder(dim)
+    embeddings, positions = [], []
+    for observation in observations:
+        embeddings.append(np.asarray(encoder(observation), dtype=np.float32))
+        position = np.zeros(3)
+        raw = np.asarray(observation[position_key], dtype=np.float64).reshape(-1)
+        position[: len(raw)] = raw
+        positions.append(position)
+    return Trajectory(np.stack(embeddings), np.stack(positions))
+
+
+@dataclass
+class LTMTrainConfig:
+    """Optimisation settings for :func:`train_ltm`."""
+
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    max_offset: int = 2
+    cycle_weight: float = 1.0
+    position_weight: float = 0.1
+    retrieval_weight: float = 1.0
+    temperature: float = 0.1
+    checkpoint_every: int = 500
+    seed: int = 0
+
+
+def train_ltm(
+    trajectories: Iterable[Trajectory],
+    checkpoint: str | Path,
+    dim: int | None = None,
+    descriptor_dim: int | None = None,
+    ltm_config: LTMConfig | None = None,
+    config: LTMTrainConfig | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Train an LTM model on ``trajectories``, writing checkpoints to ``checkpoint``; returns final losses.
+
+    ``dim`` defaults to the embedding size of the data, ``descriptor_dim`` to ``dim``. With ``resume`` an
+    existing checkpoint is continued (same dimensions and configs).
+    """
+    config = config or LTMTrainConfig()
+    ltm_config = ltm_config or LTMConfig()
+    data = _Samples([t for t in trajectories if len(t.embeddings) >= 2])
+    dim = dim or data.embeddings.shape[1]
+    descriptor_dim = descriptor_dim or dim
+    if data.embeddings.shape[1] != dim:
+        raise ValueError(f"embeddings have size {data.embeddings.shape[1]}, expected {dim}")
+    torch.manual_seed(config.seed)
+    model = LTMModel(dim, descriptor_dim, ltm_config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config.warmup_steps, config.steps))
+    start = 0
+    checkpoint = Path(checkpoint)
+    if resume and checkpoint.exists():
+        state = load_torch(checkpoint)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        start = int(state["step"])
+    rng = np.random.default_rng(config.seed + start)
+    losses: dict[str, float] = {}
+    model.train()
+    bar = tqdm(range(start, config.steps), desc="ltm", disable=not progress, initial=start, total=config.steps)
+    for step in bar:
+        batch = data.batch(rng, config.batch_size, config.max_offset)
+        terms = _losses(model, batch, config)
+        total = sum(terms[name] * getattr(config, f"{name}_weight") for name in terms)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        schedule.step()
+        losses = {name: value.item() for name, value in terms.items()} | {"total": total.item()}
+        bar.set_postfix({name: f"{value:.4f}" for name, value in losses.items()})
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+            _save(checkpoint, model, optimizer, schedule, step + 1, dim, descriptor_dim, ltm_config, config)
+    return losses
+
+
+def _losses(model: LTMModel, batch: dict[str, torch.Tensor], config: LTMTrainConfig) -> dict[str, torch.Tensor]:
+    previous = model.write(None, batch["previous"])
+    tokens = model.write(previous, batch["embeddings"])
+    _, position, descriptor = model.decode(model.r.inverse(tokens))
+    cycle = F.mse_loss(descriptor, batch["embeddings"])
+    position_loss = F.smooth_l1_loss(position / model.position_scale, batch["positions"] / model.position_scale)
+    queries = model.query(batch["query_embeddings"], batch["query_positions"])
+    logits = -torch.cdist(queries, tokens).pow(2) / config.temperature
+    retrieval = F.cross_entropy(logits, torch.arange(len(tokens)))
+    return {"cycle": cycle, "position": position_loss, "retrieval": retrieval}
+
+
+class _Samples:
+    """All trajectories concatenated, with the bounds of each, for sampling training batches."""
+
+    def __init__(self, trajectories: Sequence[Trajectory]) -> None:
+        if not trajectories:
+            raise ValueError("train_ltm needs at least one trajectory with two or more steps")
+        self.embeddings = np.concatenate([np.asarray(t.embeddings, dtype=np.float32) for t in trajectories])
+        self.positions = np.concatenate([np.asarray(t.positions, dtype=np.float32) for t in trajectories])
+        lengths = np.array([len(t.embeddings) for t in trajectories])
+        ends = np.cumsum(lengths)
+        self.start = np.repeat(ends - lengths, lengths)
+        self.end = np.repeat(ends, lengths)
+
+    def batch(self, rng: np.random.Generator, size: int, max_offset: int) -> dict[str, torch.Tensor]:
+        """Rows ``i``, a neighbour ``j`` (query side) and an earlier write ``k`` of the same trajectory."""
+        i = rng.integers(0, len(self.embeddings), size)
+        j = self._neighbour(rng, i, max_offset)
+        k = self._neighbour(rng, i, max_offset)
+        return {
+            "embeddings": torch.from_numpy(self.embeddings[i]),
+            "positions": torch.from_numpy(self.positions[i]),
+            "previous": torch.from_numpy(self.embeddings[k]),
+            "query_embeddings": torch.from_numpy(self.embeddings[j]),
+            "query_positions": torch.from_numpy(self.positions[j]),
+        }
+
+    def _neighbour(self, rng: np.random.Generator, i: np.ndarray, max_offset: int) -> np.ndarray:
+        offsets = rng.integers(-max_offset, max_offset + 1, len(i))
+        return np.clip(i + offsets, self.start[i], self.end[i] - 1)
+
+
+def _warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _save(
+    path: Path,
+    model: LTMModel,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    step: int,
+    dim: int,
+    descriptor_dim: int,
+    ltm_config: LTMConfig,
+    config: LTMTrainConfig,
+) -> None:
+    save_torch(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "step": step,
+            "dim": dim,
+            "descriptor_dim": descriptor_dim,
+            "ltm_config": asdict(ltm_config),
+            "train_config": asdict(config),
+        },
+        path,
+    )
