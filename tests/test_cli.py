@@ -33,3 +33,19 @@ def test_eval_prints_table_and_writes_metrics(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| oracle on map2seq/dev | 100.00 | 0.00 |" in printed
     assert json.loads((out / "metrics.json").read_text())["num_episodes"] == 1
+
+
+def test_train_ltm_writes_a_loadable_checkpoint_and_resumes(tmp_path, monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setenv("VLNKIT_CACHE", str(tmp_path / "cache"))
+    ckpt = tmp_path / "ltm.pt"
+    args = ["train", "ltm", "episodes=4", "train.steps=6", "train.batch_size=16", "train.checkpoint_every=3",
+            f"out={ckpt}", "progress=false"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["trajectories"] == 4 and first["checkpoint"] == str(ckpt)
+    state = torch.load(ckpt, weights_only=True)
+    assert state["step"] == 6
+    assert main([*args[:3], "train.steps=8", *args[4:]]) == 0  # resumes from step 6
+    assert torch.load(ckpt, weights_only=True)["step"] == 8

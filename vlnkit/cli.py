@@ -4,6 +4,8 @@
     vlnkit data check task=touchdown data_dir=PATH
     vlnkit data synth-city --out DIR --seed S --size small|medium|large
     vlnkit bench street [--data-dir PATH]       print street navigation speed as one JSON line
+    vlnkit bench memory [--sizes 1000,...]      print Mem4Nav memory latency as one JSON line
+    vlnkit train ltm [key=value ...]            pre-train the Mem4Nav long-term memory
     vlnkit demo                                  baselines on the built-in synthetic city, as a table
 """
 
@@ -64,6 +66,30 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_memory(args: argparse.Namespace) -> int:
+    from vlnkit.memory.benchmark import run_memory_benchmark
+
+    sizes = [int(size) for size in args.sizes.split(",")]
+    print(json.dumps(run_memory_benchmark(sizes=sizes, timed_steps=args.timed_steps, dim=args.dim, seed=args.seed)))
+    return 0
+
+
+def _cmd_train_ltm(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from vlnkit.config import load_config
+    from vlnkit.memory.train import LTMTrainConfig, collect_street_trajectories, train_ltm
+
+    cfg = load_config("train_ltm", args.overrides)
+    trajectories = collect_street_trajectories(
+        cfg.data_dir, cfg.split, cfg.episodes, int(cfg.seed), dim=int(cfg.dim), progress=bool(cfg.progress)
+    )
+    settings = LTMTrainConfig(**OmegaConf.to_container(cfg.train), seed=int(cfg.seed))
+    losses = train_ltm(trajectories, cfg.out, config=settings, resume=bool(cfg.resume), progress=bool(cfg.progress))
+    print(json.dumps({"checkpoint": str(cfg.out), "trajectories": len(trajectories), **losses}))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from vlnkit.config import load_config
     from vlnkit.eval.report import metrics_table
@@ -103,6 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = bench.add_parser("street", help="graph load time and env / batched navigator steps per second")
     p.add_argument("--data-dir", default=None, help="release folder (default: a Touchdown-sized synthetic city)")
     p.set_defaults(func=_cmd_bench)
+    p = bench.add_parser("memory", help="Mem4Nav write+retrieve latency at 1k..1M stored observations")
+    p.add_argument("--sizes", default="1000,10000,100000,1000000", help="stored observations, comma-separated")
+    p.add_argument("--timed-steps", type=int, default=1000)
+    p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_bench_memory)
+
+    train = sub.add_parser("train", help="training jobs").add_subparsers(dest="train", required=True)
+    p = train.add_parser("ltm", help="pre-train the Mem4Nav long-term memory (overrides of configs/train_ltm.yaml)")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=_cmd_train_ltm)
 
     p = sub.add_parser("demo", help="evaluate the baselines on the built-in synthetic city and print a table")
     p.add_argument("--out", default="runs/demo")

@@ -254,3 +254,43 @@ def _save(
         },
         path,
     )
+
+
+def collect_street_trajectories(
+    data_dir: str | Path | None = None,
+    split: str = "train",
+    episodes: int | None = None,
+    seed: int = 0,
+    encoder: ObservationEncoder | None = None,
+    dim: int = 128,
+    progress: bool = True,
+) -> list[Trajectory]:
+    """Trajectories for LTM pre-training: the shortest-path oracle's rollouts on a street split.
+
+    ``data_dir`` is a release folder (default: the built-in synthetic city, whose scene features give
+    the observations content); every record kind of the split is used. The release needs a panorama
+    source the environment finds by itself (a scene description), since the default encoder embeds
+    the panorama. Positions are the environment's metric (east, north) positions with z = 0.
+    """
+    import gymnasium
+
+    import vlnkit  # noqa: F401  (registers the environments)
+
+    if data_dir is None:
+        from vlnkit.envs.synth import default_city
+
+        data_dir = default_city()
+    env = gymnasium.make("vlnkit/Touchdown-v0", data_dir=data_dir, split=split, episode_kinds="all").unwrapped
+    encoder = encoder or RandomProjectionEncoder(dim)
+    chosen = env.episodes if episodes is None else env.episodes[:episodes]
+    trajectories = []
+    for ep in tqdm(chosen, desc="collect", unit="ep", disable=not progress):
+        obs, info = env.reset(seed=seed, options={"episode_id": ep.episode_id})
+        seen = [obs]
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(info["oracle_action"])
+            seen.append(obs)
+            done = terminated or truncated
+        trajectories.append(encode_trajectory(seen, encoder, dim=dim))
+    return trajectories
