@@ -131,14 +131,19 @@ class StreetEnv(gymnasium.Env):
         self.task = task
         self.graph = graph
         self.episodes = list(episodes)
+        self._episode_rows = {ep.episode_id: i for i, ep in enumerate(self.episodes)}
         self.max_steps = int(max_steps)
         self.guidance = guidance
         self.navigator = StreetNavigator(graph, semantics or DEFAULT_SEMANTICS[task])
         self._navigable = NavigableDistances(graph, self.navigator.semantics)
-        if isinstance(panorama, str):
-            source = make_panorama_source(panorama, Path(data_dir) if data_dir is not None else Path("."), **panorama_paths)
-        else:
+        if not isinstance(panorama, str):
             source = panorama
+        elif data_dir is None and panorama in ("auto", "none"):
+            source = None
+        elif data_dir is None:
+            raise ValueError(f"panorama={panorama!r} needs data_dir (or pass a PanoramaSource)")
+        else:
+            source = make_panorama_source(panorama, Path(data_dir), **panorama_paths)
         self.panorama = source
         if source is not None:
             source.bind(graph)
@@ -181,10 +186,10 @@ class StreetEnv(gymnasium.Env):
 
     def episode_index(self, episode_id: str) -> int:
         """Index of the episode with ``episode_id`` (raises ``KeyError``)."""
-        for i, ep in enumerate(self.episodes):
-            if ep.episode_id == episode_id:
-                return i
-        raise KeyError(f"no episode {episode_id!r} in this environment")
+        try:
+            return self._episode_rows[episode_id]
+        except KeyError:
+            raise KeyError(f"no episode {episode_id!r} in this environment") from None
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
         """Start an episode: ``options={"episode_id": ...}`` or ``{"episode_index": i}``, else a random one."""
