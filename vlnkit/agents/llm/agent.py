@@ -1,0 +1,327 @@
+"""The prompt-based LLM agent (VELMA-style) with Mem4Nav memory cues, registered as ``llm``.
+
+At every step the agent
+
+1. embeds the panorama features (flattened and L2-normalised) and reads its Mem4Nav memory at its
+   position (before writing, so the cues are about the past), turning each retrieved entry into a cue:
+   the entry's place relative to the agent (metres right, metres ahead) and the categories closest in
+   the remembered embedding;
+2. writes the current observation into the memory;
+3. asks the LLM with a prompt of the instruction, the streets and landmarks around it in words, the
+   numbered action history and the memory cues (:mod:`vlnkit.agents.llm.prompt`), for a JSON answer
+   constrained by the action schema;
+4. returns the action, or the fallback action when the LLM gave no valid answer.
+
+Fallback: an unreachable server (after ``max_retries`` retries with backoff) or an invalid answer (after
+``invalid_retries`` retries) makes the agent STOP by default. STOP is the one action that cannot take the
+agent anywhere the instruction did not ask for (what a robot does when its planner fails); it ends the
+episode, so a dead server costs one failed request per episode instead of one per step up to the step
+limit, and the failure shows in the results (the episode ends where the LLM failed, and
+``llm_fallbacks`` counts it) instead of passing for a forward-walking baseline. ``fallback_action``
+chooses another.
+
+The agent needs semantic panorama features (``panorama=scene`` or ``auto`` on the synthetic city) to
+describe landmarks and to remember: the names of the feature columns come from ``categories``, or from
+the release's ``graph/scene.jsonl`` in the order :class:`~vlnkit.envs.street.panorama.SceneFeatureSource`
+uses (:func:`resolve_categories`). Without a panorama in the observation the prompt has streets but no
+landmarks, and memory stays empty.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from vlnkit.agents.base import register
+from vlnkit.agents.llm.client import LLMClient, LLMError, OpenAIClient
+from vlnkit.agents.llm.prompt import (
+    MemoryCue,
+    action_schema,
+    available_actions,
+    describe_landmarks,
+    describe_streets,
+    egocentric,
+    format_memory,
+    parse_action,
+    system_prompt,
+    user_prompt,
+    visible_landmarks,
+)
+from vlnkit.agents.llm.server import LocalLLMServer
+from vlnkit.config import config_dir
+from vlnkit.envs.street.actions import StreetAction
+from vlnkit.memory import Mem4NavConfig, Mem4NavMemory, Retrieval
+
+log = logging.getLogger(__name__)
+
+SAME_PLACE_M = 2.0
+"""Memory cues this close together (metres) that name the same objects count as one place."""
+
+
+class LLMAgent:
+    """Asks an LLM for each action (see the module doc).
+
+    Args:
+        client: the LLM (any :class:`~vlnkit.agents.llm.client.LLMClient`).
+        num_actions: the environment's number of actions (ids ``0..num_actions-1``).
+        categories: names of the panorama feature columns.
+        sectors: panorama sectors (rows of the features).
+        memory: the Mem4Nav memory the agent owns (``None``: no memory cues).
+        visible_threshold: closeness a landmark needs to be named as visible.
+        history_limit: how many of the latest actions the prompt lists.
+        max_cues: memory entries read per step.
+        cue_objects: categories named per memory cue.
+        fallback_action: the action taken when the LLM gives no valid answer.
+        server: a local server the agent started and keeps alive (``start_server``), if any.
+
+    ``history`` holds the episode's actions and ``last_messages`` the latest prompt (for inspection).
+    """
+
+    uses_info = False
+
+    def __init__(
+        self,
+        client: LLMClient,
+        num_actions: int,
+        categories: Sequence[str],
+        sectors: int = 8,
+        memory: Mem4NavMemory | None = None,
+        visible_threshold: float = 0.25,
+        history_limit: int | None = 20,
+        max_cues: int = 3,
+        cue_objects: int = 2,
+        fallback_action: StreetAction = StreetAction.STOP,
+        server: LocalLLMServer | None = None,
+    ) -> None:
+        self.client = client
+        self.actions = available_actions(num_actions)
+        if fallback_action not in self.actions:
+            raise ValueError(f"fallback action {fallback_action.name} is not available with {num_actions} actions")
+        self.categories = list(categories)
+        self.sectors = int(sectors)
+        self.memory = memory
+        self.visible_threshold = float(visible_threshold)
+        self.history_limit = history_limit
+        self.max_cues, self.cue_objects = int(max_cues), int(cue_objects)
+        self.fallback_action = fallback_action
+        self.server = server
+        self.schema = action_schema(self.actions)
+        self.remembers = memory is not None and (memory.stm is not None or memory.ltm is not None)
+        self.system = system_prompt(self.actions, memory=self.remembers)
+        self.history: list[StreetAction] = []
+        self.last_messages: list[dict[str, str]] = []
+        self._calls = self._fallbacks = 0
+        self._seconds = 0.0
+        self._client_start = client.stats.snapshot()
+
+    def reset(self, observation: dict[str, Any], info: dict[str, Any], seed: int) -> None:
+        """Start an episode: empty memory, history and per-episode counts."""
+        if self.memory is not None:
+            self.memory.reset()
+        self.history = []
+        self.last_messages = []
+        self._calls = self._fallbacks = 0
+        self._seconds = 0.0
+        self._client_start = self.client.stats.snapshot()
+
+    def act(self, observation: dict[str, Any], info: dict[str, Any] | None = None) -> int:
+        """The LLM's action for ``observation`` (the fallback action when it gives no valid answer)."""
+        messages = self.messages(observation)
+        self.last_messages = messages
+        self._calls += 1
+        started = time.perf_counter()
+        try:
+            answer = self.client.complete(messages, self.schema, validate=self.parse)
+            action = self.parse(answer)
+        except LLMError as err:
+            self._fallbacks += 1
+            action = self.fallback_action
+            log.warning("LLM agent falls back to %s at step %d: %s", action.name, len(self.history) + 1, err)
+        finally:
+            self._seconds += time.perf_counter() - started
+        self.history.append(action)
+        return int(action)
+
+    def parse(self, answer: str) -> StreetAction:
+        """The action in an LLM answer (raises ``ValueError`` for an invalid one)."""
+        return parse_action(answer, self.actions)
+
+    def messages(self, observation: dict[str, Any]) -> list[dict[str, str]]:
+        """The chat messages for this step; reads and then writes the memory (call once per step)."""
+        heading = float(np.asarray(observation["heading"]).reshape(-1)[0])
+        position = np.asarray(observation["position"], dtype=np.float64).reshape(2)
+        panorama = observation.get("panorama")
+        landmarks = None
+        cues: list[MemoryCue] = []
+        if panorama is not None:
+            features = self._features(panorama)
+            landmarks = describe_landmarks(visible_landmarks(features, self.categories, self.visible_threshold))
+            if self.remembers:
+                cues = self._remember(features, position, heading)
+        text = user_prompt(
+            str(observation["instruction"]),
+            describe_streets(observation["links"], heading),
+            landmarks,
+            self.history,
+            format_memory(cues),
+            self.actions,
+            self.history_limit,
+        )
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": text}]
+
+    def _features(self, panorama: np.ndarray) -> np.ndarray:
+        """The panorama as float features, checked to be ``(sectors, categories)``."""
+        features = np.asarray(panorama, dtype=np.float32)
+        expected = (self.sectors, len(self.categories))
+        if features.shape != expected:
+            raise ValueError(
+                f"the llm agent reads semantic panorama features of shape {expected} (panorama=scene), "
+                f"got an observation of shape {features.shape}"
+            )
+        return features
+
+    def _remember(self, features: np.ndarray, position: np.ndarray, heading: float) -> list[MemoryCue]:
+        """Memory cues for this place, then the write of the current observation."""
+        assert self.memory is not None
+        embedding = features.reshape(-1)
+        norm = float(np.linalg.norm(embedding))
+        embedding = embedding / norm if norm > 0 else embedding
+        where = np.array([position[0], position[1], 0.0])
+        cues = []
+        if self.memory.writes and self.max_cues > 0:
+            cues = self.cues(self.memory.retrieve(embedding, where, k=self.max_cues), position, heading)
+        self.memory.write(embedding, where, len(self.history))
+        return cues
+
+    def cues(self, found: Retrieval, position: np.ndarray, heading: float) -> list[MemoryCue]:
+        """One cue per remembered place: the retrieved entry's place (``anchors``) relative to the agent
+        and the ``cue_objects`` categories closest in its embedding. Entries within
+        :data:`SAME_PLACE_M` of an earlier cue naming the same objects (an octree leaf and the graph node
+        of one visit) are left out."""
+        cues: list[MemoryCue] = []
+        for anchor, embedding in zip(found.anchors, found.embeddings):
+            x, y = egocentric(anchor[:2] - position, heading)
+            closeness = np.asarray(embedding, dtype=np.float32).reshape(self.sectors, len(self.categories)).max(axis=0)
+            order = [c for c in np.argsort(-closeness, kind="stable")[: self.cue_objects].tolist() if closeness[c] > 0]
+            cue = MemoryCue(x, y, tuple(self.categories[c] for c in order))
+            if not any(c.objects == cue.objects and math.dist((c.x, c.y), (x, y)) <= SAME_PLACE_M for c in cues):
+                cues.append(cue)
+        return cues
+
+    def episode_stats(self) -> dict[str, int | float]:
+        """This episode's LLM use: decisions asked (``llm_calls``), fallbacks taken, HTTP requests,
+        cache hits, transport retries, invalid answers and seconds spent asking."""
+        client = self.client.stats.since(self._client_start)
+        return {
+            "llm_calls": self._calls,
+            "llm_fallbacks": self._fallbacks,
+            "llm_requests": client.requests,
+            "llm_cache_hits": client.cache_hits,
+            "llm_retries": client.retries,
+            "llm_invalid": client.invalid,
+            "llm_seconds": round(self._seconds, 4),
+        }
+
+
+def resolve_categories(cfg: DictConfig) -> list[str]:
+    """Panorama feature column names: ``categories``; else those of ``scene_file``; else, with a
+    ``release_dir``, those of its ``graph/scene.jsonl`` (none when it has no scene description: the agent
+    then describes streets only); else those of the built-in synthetic city ``(city_seed, city_size)``."""
+    from vlnkit.envs.street.panorama import SceneFeatureSource
+
+    if cfg.categories:
+        return [str(c) for c in cfg.categories]
+    if cfg.scene_file:
+        scene = Path(str(cfg.scene_file)).expanduser()
+    elif cfg.release_dir:
+        scene = Path(str(cfg.release_dir)).expanduser() / "graph" / "scene.jsonl"
+        if not scene.is_file():
+            return []
+    else:
+        from vlnkit.envs.synth import default_city
+
+        scene = default_city(int(cfg.city_seed), str(cfg.city_size)) / "graph" / "scene.jsonl"
+    return SceneFeatureSource(scene).categories
+
+
+def build_memory(variant: str, dim: int, overrides: Mapping[str, Any] | None = None, seed: int = 0,
+                 ltm_weights: str | Path | None = None) -> Mem4NavMemory:
+    """The agent's Mem4Nav memory of the named variant (``full``, ``none``, ``stm``, ...) for embeddings of
+    size ``dim``; ``overrides`` set other :class:`Mem4NavConfig` keys; the LTM model is initialised from
+    ``seed`` and loads trained ``ltm_weights`` when given."""
+    config = Mem4NavConfig.variant(variant, **{**dict(overrides or {}), "dim": int(dim)})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        memory = Mem4NavMemory(config)
+    if ltm_weights and memory.ltm is not None:
+        memory.load_ltm_weights(Path(str(ltm_weights)).expanduser())
+    return memory
+
+
+def agent_config(cfg: DictConfig | Mapping[str, Any] | None = None) -> DictConfig:
+    """``configs/agent/llm.yaml`` with ``cfg`` merged over it (unknown keys raise, except inside
+    ``memory_overrides``, which :class:`Mem4NavConfig` checks)."""
+    defaults = OmegaConf.load(Path(config_dir()) / "agent" / "llm.yaml")
+    OmegaConf.set_struct(defaults, True)
+    OmegaConf.set_struct(defaults.memory_overrides, False)
+    given = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
+    return OmegaConf.merge(defaults, given)
+
+
+@register("llm")
+def _llm(cfg: DictConfig, num_actions: int) -> LLMAgent:
+    cfg = agent_config(cfg)
+    server = None
+    base_url, model = str(cfg.base_url), str(cfg.model)
+    if cfg.start_server:
+        server = LocalLLMServer(cfg.model_path, port=0, threads=cfg.server_threads).start()
+        base_url, model = server.base_url, server.alias
+    client = OpenAIClient(
+        base_url,
+        model,
+        api_key=cfg.api_key,
+        timeout=float(cfg.timeout),
+        max_retries=int(cfg.max_retries),
+        backoff=float(cfg.backoff),
+        backoff_factor=float(cfg.backoff_factor),
+        backoff_max=float(cfg.backoff_max),
+        invalid_retries=int(cfg.invalid_retries),
+        temperature=float(cfg.temperature),
+        retry_temperature=float(cfg.retry_temperature),
+        max_tokens=int(cfg.max_tokens),
+        seed=None if cfg.seed is None else int(cfg.seed),
+        structured=str(cfg.structured),
+        cache_size=int(cfg.cache_size),
+        cache_dir=cfg.cache_dir,
+    )
+    categories = resolve_categories(cfg)
+    memory = None
+    if categories:
+        memory = build_memory(
+            str(cfg.memory),
+            int(cfg.sectors) * len(categories),
+            OmegaConf.to_container(cfg.memory_overrides, resolve=True),
+            int(cfg.memory_seed),
+            cfg.ltm_weights,
+        )
+    return LLMAgent(
+        client,
+        num_actions,
+        categories,
+        int(cfg.sectors),
+        memory,
+        visible_threshold=float(cfg.visible_threshold),
+        history_limit=None if cfg.history_limit is None else int(cfg.history_limit),
+        max_cues=int(cfg.max_cues),
+        cue_objects=int(cfg.cue_objects),
+        fallback_action=StreetAction[str(cfg.fallback_action).upper()],
+        server=server,
+    )
