@@ -5,8 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages vlnkit needs beyond Python itself:
-#   libusb-1.0-0  open3d-cpu links against it
-SYSTEM_PACKAGES=(libusb-1.0-0)
+#   libusb-1.0-0                  open3d-cpu links against it
+#   libegl1 libgl1 libegl-mesa0   headless OpenGL through EGL for the continuous renderer (moderngl)
+#   libgl1-mesa-dri               Mesa's llvmpipe software rasteriser (used where there is no GPU)
+SYSTEM_PACKAGES=(libusb-1.0-0 libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri)
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -1,9 +1,11 @@
 """The ``vlnkit`` command line.
 
     vlnkit eval [key=value ...]                 evaluate an agent (Hydra overrides of configs/eval.yaml)
-    vlnkit data check task=touchdown data_dir=PATH
+    vlnkit data check task=touchdown|map2seq|vlnce|rxr_ce data_dir=PATH [scenes_dir=PATH]
     vlnkit data synth-city --out DIR --seed S --size small|medium|large
+    vlnkit data synth-houses --out DIR --seed S --count N
     vlnkit bench street [--data-dir PATH]       print street navigation speed as one JSON line
+    vlnkit bench continuous                      print rendering / stepping / geodesic speed as one JSON line
     vlnkit bench memory [--sizes 1000,...]      print Mem4Nav memory latency as one JSON line
     vlnkit train ltm [key=value ...]            pre-train the Mem4Nav long-term memory
     vlnkit serve-llm [--port 8765] [--model GGUF] the local OpenAI-compatible LLM server (llama.cpp)
@@ -17,6 +19,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 def _key_values(items: Sequence[str], allowed: Sequence[str]) -> dict[str, str]:
@@ -30,25 +33,45 @@ def _key_values(items: Sequence[str], allowed: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def _results_table(kind: str, rows: dict[str, Any]) -> str:
+    """The metrics table of a task kind (street or continuous)."""
+    if kind == "continuous":
+        from vlnkit.eval.continuous import continuous_metrics_table
+
+        return continuous_metrics_table(rows)
+    from vlnkit.eval.report import metrics_table
+
+    return metrics_table(rows)
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from vlnkit.config import load_config
-    from vlnkit.eval.report import metrics_table
     from vlnkit.eval.runner import evaluate
 
     cfg = load_config("eval", args.overrides)
     metrics = evaluate(cfg)
-    print(metrics_table({f"{cfg.agent.name} on {cfg.task.name}/{cfg.split}": metrics}))
-    print(f"results in {cfg.out}/ (metrics.json, episodes.jsonl, submission.jsonl, report.md)")
+    print(_results_table(str(cfg.task.kind), {f"{cfg.agent.name} on {cfg.task.name}/{cfg.split}": metrics}))
+    print(f"results in {cfg.out}/ (metrics.json, episodes.jsonl, submission, report.md)")
     return 0
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
-    from vlnkit.envs.datasets import check_street_release
+    from vlnkit.envs.datasets import check_street_release, check_vlnce_release
 
-    kv = _key_values(args.overrides, ("task", "data_dir"))
+    kv = _key_values(args.overrides, ("task", "data_dir", "scenes_dir"))
     if "data_dir" not in kv:
         raise SystemExit("vlnkit data check needs data_dir=PATH")
-    summary = check_street_release(kv.get("task", "touchdown"), kv["data_dir"])
+    task = kv.get("task", "touchdown")
+    if task in ("vlnce", "rxr_ce"):
+        rxr = task == "rxr_ce"
+        summary = check_vlnce_release(kv["data_dir"], kv.get("scenes_dir"), suffix="_guide" if rxr else "",
+                                      require_vocab=not rxr)
+    elif task in ("touchdown", "map2seq"):
+        if "scenes_dir" in kv:
+            raise SystemExit("scenes_dir= applies to task=vlnce|rxr_ce only")
+        summary = check_street_release(task, kv["data_dir"])
+    else:
+        raise SystemExit(f"unknown task {task!r}; expected touchdown, map2seq, vlnce or rxr_ce")
     print(json.dumps(summary, indent=2))
     return 0 if summary["ok"] else 1
 
@@ -57,6 +80,20 @@ def _cmd_synth_city(args: argparse.Namespace) -> int:
     from vlnkit.envs.synth import generate_city
 
     print(json.dumps(generate_city(Path(args.out), seed=args.seed, size=args.size)))
+    return 0
+
+
+def _cmd_synth_houses(args: argparse.Namespace) -> int:
+    from vlnkit.envs.synth.houses import generate_houses
+
+    print(json.dumps(generate_houses(Path(args.out), seed=args.seed, count=args.count)))
+    return 0
+
+
+def _cmd_bench_continuous(args: argparse.Namespace) -> int:
+    from vlnkit.envs.continuous.benchmark import run_continuous_benchmark
+
+    print(json.dumps(run_continuous_benchmark(seconds=args.seconds, seed=args.seed)))
     return 0
 
 
@@ -133,11 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", choices=("small", "medium", "large"), default="small")
     p.set_defaults(func=_cmd_synth_city)
+    p = data.add_parser("synth-houses", help="write synthetic .glb houses and R2R-CE-format episodes")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--count", type=int, default=4, help="number of houses")
+    p.set_defaults(func=_cmd_synth_houses)
 
     bench = sub.add_parser("bench", help="benchmarks that print one JSON line").add_subparsers(dest="bench", required=True)
     p = bench.add_parser("street", help="graph load time and env / batched navigator steps per second")
     p.add_argument("--data-dir", default=None, help="release folder (default: a Touchdown-sized synthetic city)")
     p.set_defaults(func=_cmd_bench)
+    p = bench.add_parser("continuous", help="RGB-D steps/s, panoramas/s, scene build time, geodesic query time")
+    p.add_argument("--seconds", type=float, default=3.0, help="time spent on each rate")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_bench_continuous)
     p = bench.add_parser("memory", help="Mem4Nav write+retrieve latency at 1k..1M stored observations")
     p.add_argument("--sizes", default="1000,10000,100000,1000000", help="stored observations, comma-separated")
     p.add_argument("--timed-steps", type=int, default=1000)

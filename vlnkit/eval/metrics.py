@@ -311,3 +311,121 @@ def aggregate(per_episode: Mapping[str, np.ndarray]) -> dict[str, float]:
     means: dict[str, float] = {k: float(np.mean(v)) if num else float("nan") for k, v in per_episode.items()}
     means["num_episodes"] = num
     return means
+
+
+# --------------------------------------------------------------------------------------------------
+# Continuous tasks (VLN-CE)
+# --------------------------------------------------------------------------------------------------
+#
+# Definitions (shared/docs/metrics.md; VLN-CE's measures in habitat-lab), per episode, with ``P`` the
+# agent's positions (start first, one per step), ``g_i`` the geodesic distance from ``P[i]`` to the
+# goal, ``R`` the reference path (the ground-truth locations) and ``d = 3.0`` m:
+#
+# ``navigation_error`` (NE)   ``g_last``, the geodesic distance from the final position to the goal.
+# ``success`` (SR)            1 when the agent called STOP and ``NE < d``.
+# ``oracle_success`` (OSR)    1 when some ``g_i < d``.
+# ``path_length`` (TL)        the summed Euclidean length of the steps between consecutive positions.
+# ``spl``                     ``SR * l / max(TL, l)``, ``l`` the geodesic start-to-goal distance.
+# ``ndtw``                    ``exp(-DTW(P', R) / (|R| * d))`` with Euclidean point distances, ``P'`` the
+#                             positions with consecutive repeats removed (VLN-CE's NDTW only records a
+#                             position when it changed); exact DTW, where VLN-CE uses fastdtw.
+# ``sdtw``                    ``SR * ndtw``.
+# ``steps``, ``collisions``   actions taken; actions whose motion was blocked.
+#
+# Episodes without a goal (test splits: goal distances are ``nan``) get ``nan`` for every metric but
+# ``path_length``, ``steps`` and ``collisions``.
+
+CONTINUOUS_SUCCESS_DISTANCE_M = 3.0
+"""R2R-CE's success distance (habitat-lab's stock VLN config leaves 0.2 m)."""
+
+
+def drop_repeats(points: np.ndarray) -> np.ndarray:
+    """``points`` ``(T, 3)`` without consecutive duplicates (the first of each run is kept)."""
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    if len(points) < 2:
+        return points
+    keep = np.ones(len(points), dtype=bool)
+    keep[1:] = np.any(points[1:] != points[:-1], axis=1)
+    return points[keep]
+
+
+def trajectory_length(points: np.ndarray) -> float:
+    """Summed Euclidean length of the segments between consecutive ``points`` ``(T, 3)``."""
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    return float(np.linalg.norm(np.diff(points, axis=0), axis=1).sum())
+
+
+def continuous_metrics(
+    paths: Sequence[np.ndarray],
+    goal_distances: Sequence[np.ndarray],
+    references: Sequence[np.ndarray | None],
+    shortest: Sequence[float] | np.ndarray,
+    stopped: Sequence[bool] | np.ndarray,
+    steps: Sequence[int] | np.ndarray | None = None,
+    collisions: Sequence[int] | np.ndarray | None = None,
+    *,
+    success_distance: float = CONTINUOUS_SUCCESS_DISTANCE_M,
+) -> dict[str, np.ndarray]:
+    """Per-episode VLN-CE metrics (definitions above).
+
+    Args:
+        paths: per episode, the agent's positions ``(T, 3)``, start first.
+        goal_distances: per episode, the geodesic distance to the goal at each position ``(T,)``.
+        references: per episode, the reference path ``(R, 3)`` (ground-truth locations), or ``None``
+            when there is none (``ndtw`` and ``sdtw`` are then ``nan``).
+        shortest: per episode, the geodesic distance from start to goal (``l`` of SPL).
+        stopped: per episode, whether the agent ended with STOP.
+        steps, collisions: per episode counts, copied to the ``steps`` and ``collisions`` keys.
+        success_distance: ``d`` in metres.
+
+    Returns:
+        ``navigation_error``, ``success``, ``oracle_success``, ``spl``, ``ndtw``, ``sdtw``,
+        ``path_length`` (plus ``steps`` and ``collisions`` when given), one float per episode.
+    """
+    num = len(paths)
+    if not (len(goal_distances) == len(references) == len(shortest) == len(stopped) == num):
+        raise ValueError("continuous_metrics: paths, goal_distances, references, shortest and stopped must have the same length")
+    ne = np.empty(num)
+    osr = np.empty(num)
+    tl = np.empty(num)
+    for e, (path, dist) in enumerate(zip(paths, goal_distances)):
+        dist = np.asarray(dist, dtype=np.float64).reshape(-1)
+        if len(dist) != len(np.asarray(path).reshape(-1, 3)) or len(dist) == 0:
+            raise ValueError(f"continuous_metrics: episode {e} needs one goal distance per position")
+        ne[e] = dist[-1]
+        osr[e] = float((dist < success_distance).any())
+        tl[e] = trajectory_length(path)
+    sr = (np.asarray(stopped, dtype=bool) & (ne < success_distance)).astype(np.float64)
+    no_goal = np.isnan(ne)
+    sr[no_goal] = np.nan
+    osr[no_goal] = np.nan
+    length = np.asarray(shortest, dtype=np.float64)
+    denominator = np.maximum(tl, length)
+    spl = np.where(denominator > 0, sr * length / np.where(denominator > 0, denominator, 1.0), sr)
+    ndtw = np.full(num, np.nan)
+    with_ref = [e for e, r in enumerate(references) if r is not None and len(r)]
+    if with_ref:
+        costs = []
+        for e in with_ref:
+            ref = np.asarray(references[e], dtype=np.float64).reshape(-1, 3)
+            query = drop_repeats(paths[e])
+            costs.append(np.linalg.norm(ref[:, None, :] - query[None, :, :], axis=2))
+        dtw = dtw_distances(costs)
+        ref_len = np.array([len(np.asarray(references[e]).reshape(-1, 3)) for e in with_ref], dtype=np.float64)
+        ndtw[with_ref] = np.exp(-dtw / (ref_len * success_distance))
+    result = {
+        "navigation_error": ne,
+        "success": sr,
+        "oracle_success": osr,
+        "spl": spl,
+        "ndtw": ndtw,
+        "sdtw": sr * ndtw,
+        "path_length": tl,
+    }
+    for key, values in (("steps", steps), ("collisions", collisions)):
+        if values is not None:
+            arr = np.asarray(values, dtype=np.float64)
+            if arr.shape != (num,):
+                raise ValueError(f"continuous_metrics: {key} has shape {arr.shape}, expected ({num},)")
+            result[key] = arr
+    return result

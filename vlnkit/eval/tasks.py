@@ -45,10 +45,11 @@ class EvalTask(Protocol):
 
 
 def get_task(kind: str) -> EvalTask:
-    """The task kind registered under ``kind`` (``street``)."""
+    """The task kind registered under ``kind`` (``street``, ``continuous``)."""
+    from vlnkit.eval.continuous import ContinuousTask
     from vlnkit.eval.street import StreetTask
 
-    kinds: dict[str, EvalTask] = {"street": StreetTask()}
+    kinds: dict[str, EvalTask] = {"street": StreetTask(), "continuous": ContinuousTask()}
     if kind not in kinds:
         raise KeyError(f"unknown task kind {kind!r}; available: {', '.join(sorted(kinds))}")
     return kinds[kind]

@@ -1,0 +1,140 @@
+"""Habitat conventions, scene loading and the navigable floor on hand-made meshes and the real test scenes."""
+
+import math
+
+import numpy as np
+import pytest
+import trimesh
+from conftest import shared_sample
+
+from vlnkit.envs.continuous.backend import AgentSpec
+from vlnkit.envs.continuous.geometry import (
+    forward_vector,
+    habitat_to_zup,
+    quat_from_yaw,
+    quat_rotate,
+    wrap_angle,
+    yaw_from_quat,
+    zup_to_habitat,
+)
+from vlnkit.envs.continuous.navmesh import NavMeshSettings, build_navmesh
+from vlnkit.envs.continuous.scene import SceneLoadError, load_scene_geometry
+
+
+def box(lo, hi):
+    """Triangles of an axis-aligned box from corner ``lo`` to ``hi`` (Habitat frame)."""
+    mesh = trimesh.creation.box(extents=np.subtract(hi, lo))
+    mesh.apply_translation(np.add(lo, hi) / 2)
+    return mesh.vertices[mesh.faces]
+
+
+def room_with_door(extra=()):
+    """A 6 x 4 m floor (top at y = 0) split by a 0.1 m wall at x = 3 with a door for z in [1.5, 2.5]."""
+    parts = [box((0, -0.05, 0), (6, 0, 4)), box((2.95, 0, 0), (3.05, 2.5, 1.5)), box((2.95, 0, 2.5), (3.05, 2.5, 4))]
+    return np.concatenate(parts + list(extra))
+
+
+@pytest.fixture(scope="module")
+def door_room():
+    return build_navmesh(room_with_door())
+
+
+def test_quaternions_follow_habitat():
+    # The real sample's first start rotation is 60 degrees about +y.
+    q = quat_from_yaw(math.pi / 3)
+    assert np.allclose(q, [0.0, 0.5, 0.0, math.sqrt(3) / 2])
+    assert yaw_from_quat(np.array([-0.0, 0.49999999999999983, 0.0, 0.8660254037844387])) == pytest.approx(math.pi / 3)
+    assert np.allclose(forward_vector(0.0), [0, 0, -1])
+    assert np.allclose(forward_vector(math.pi / 2), [-1, 0, 0])  # a left turn from -z faces -x
+    assert np.allclose(quat_rotate(quat_from_yaw(math.pi / 2), [0, 0, -1]), [-1, 0, 0])
+    assert wrap_angle(3 * math.pi / 2) == pytest.approx(-math.pi / 2)
+    assert wrap_angle(-math.pi) == pytest.approx(math.pi)
+
+
+def test_zup_frame_conversion():
+    assert np.allclose(zup_to_habitat(np.array([1.0, 2.0, 3.0])), [1.0, 3.0, -2.0])
+    assert np.allclose(habitat_to_zup(zup_to_habitat(np.array([[1.0, 2.0, 3.0]]))), [[1.0, 2.0, 3.0]])
+
+
+def test_geodesic_goes_through_the_door(door_room):
+    nav = door_room
+    start, goal = np.array([1.0, 0.0, 0.5]), np.array([5.0, 0.0, 0.5])
+    field = nav.goal_field([nav.locate(goal)])
+    d = nav.distance_at(field, start, nav.locate(start))
+    # By hand: around the eroded door jambs (x 2.85 / 3.15, z 1.6): 2 * hypot(1.85, 1.1) + 0.3 = 4.605 m.
+    assert d == pytest.approx(4.605, abs=0.15)
+    path = nav.string_pull(start, nav.locate(start), nav.cell_path(field, nav.locate(start)))
+    assert np.allclose(path[0], start)
+    assert np.linalg.norm(path[-1] - goal) < 0.1
+    assert 1.4 < path[:, 2].max() < 2.5  # passes the door
+
+
+def test_walk_stops_at_the_wall_and_slides(door_room):
+    nav = door_room
+    start = np.array([2.5, 0.0, 0.5])
+    point, _, blocked = nav.walk(start, np.array([3.5, 0.0, 0.5]), nav.locate(start))
+    assert blocked and point[0] == pytest.approx(2.85, abs=0.05) and point[2] == pytest.approx(0.5)
+    # Diagonal into the wall: free up to x = 2.85 (z = 0.675), then the rest's z part (0.325 m) slides.
+    point, _, blocked = nav.slide(start, np.array([3.5, 0.0, 1.0]), nav.locate(start))
+    assert blocked
+    assert point[0] == pytest.approx(2.85, abs=0.05)
+    assert point[2] == pytest.approx(1.0, abs=0.05)
+
+
+def test_erosion_keeps_the_agent_radius_from_walls(door_room):
+    nav = door_room
+    assert nav.locate([2.88, 0.0, 0.5]) == -1  # 7 cm from the wall face
+    assert nav.locate([2.75, 0.0, 0.5]) >= 0  # 20 cm from it
+    assert nav.locate([3.0, 0.0, 2.0]) >= 0  # in the door
+
+
+def test_headroom_steps_and_islands():
+    table = [box((1.0, 0.7, 1.0), (2.0, 0.75, 2.0))] + [box((x, 0, z), (x + 0.05, 0.7, z + 0.05)) for x in (1.0, 1.95) for z in (1.0, 1.95)]
+    step = [box((4.0, 0.0, 0.5), (5.0, 0.15, 1.5))]
+    ledge = [box((4.0, 0.0, 2.5), (5.0, 0.35, 3.5))]
+    nav = build_navmesh(room_with_door(table + step + ledge))
+    floor = nav.component[nav.locate([0.5, 0.0, 0.5])]
+    assert nav.locate([1.5, 0.0, 1.5]) == -1  # under the table: 0.7 m of headroom
+    top = nav.locate([1.5, 0.75, 1.5])
+    assert top >= 0 and nav.component[top] != floor  # the table top is an island
+    on_step = nav.locate([4.5, 0.15, 1.0])
+    assert on_step >= 0 and nav.component[on_step] == floor  # 0.15 m step: climbable
+    on_ledge = nav.locate([4.5, 0.35, 3.0])
+    assert on_ledge >= 0 and nav.component[on_ledge] != floor  # 0.35 m: too high
+    assert nav.largest == floor
+
+
+def test_agent_radius_changes_the_door_width():
+    narrow = np.concatenate([box((0, -0.05, 0), (6, 0, 4)), box((2.95, 0, 0), (3.05, 2.5, 1.8)), box((2.95, 0, 2.2), (3.05, 2.5, 4))])
+    thin = build_navmesh(narrow, AgentSpec(radius=0.1))
+    fat = build_navmesh(narrow, AgentSpec(radius=0.25))
+    assert thin.component[thin.locate([1, 0, 2])] == thin.component[thin.locate([5, 0, 2])]
+    assert fat.component[fat.locate([1, 0, 2])] != fat.component[fat.locate([5, 0, 2])]
+
+
+def test_missing_and_broken_scene_files(tmp_path):
+    with pytest.raises(SceneLoadError, match="not found"):
+        load_scene_geometry(tmp_path / "absent.glb")
+    broken = tmp_path / "broken.glb"
+    broken.write_bytes(b"glTF not really")
+    with pytest.raises(SceneLoadError, match="cannot read"):
+        load_scene_geometry(broken)
+    text = tmp_path / "scene.txt"
+    text.write_text("not a mesh")
+    with pytest.raises(SceneLoadError, match="unsupported"):
+        load_scene_geometry(text)
+
+
+def test_real_test_scenes_load_z_up_and_have_floor():
+    scenes = shared_sample("test_scenes")
+    room = load_scene_geometry(scenes / "simple_room.glb")
+    lo, hi = room.bounds
+    assert hi[1] - lo[1] < 2.5 and hi[0] - lo[0] > 10  # z-up file: the room's height ends up on y
+    nav = build_navmesh(room.triangles)
+    floor_height = float(np.median(nav.height[nav.component == nav.largest]))
+    assert floor_height == pytest.approx(0.145, abs=0.02)
+    plane = load_scene_geometry(scenes / "plane.glb")
+    nav = build_navmesh(plane.triangles, settings=NavMeshSettings(max_cells=100_000))
+    assert nav.cell_size == pytest.approx(math.sqrt(200.002**2 / 100_000), rel=1e-3)  # coarsened to fit
+    assert nav.num_cells > 90_000
+    assert nav.locate([0.0, 0.0, 0.0]) >= 0

@@ -1,0 +1,208 @@
+"""Evaluation of continuous navigation (R2R-CE, RxR-CE, the synthetic houses) for the runner.
+
+Each step's ``info`` is traced as the agent's position, heading and collision flag. A finished episode is
+scored with :func:`~vlnkit.eval.metrics.continuous_metrics`: geodesic distances come from the
+environment's backend (the same floor the agent walked on), the reference path is the episode's
+ground-truth locations (``{split}_gt.json.gz``) or, without them, its ``reference_path``. Test splits have
+no goals: their success-type metrics are ``nan``.
+
+Outputs besides the runner's: the leaderboard submission (R2R-CE ``submission.json``
+``{episode_id: [{"position", "heading", "stop"}, ...]}``, or RxR-CE ``submission.jsonl`` with
+``instruction_id`` and ``path``), ``report.md`` with the metrics table, and top-down maps
+``maps/<episode_id>.png`` of the first episodes (navigable floor, reference path, predicted path).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium
+import numpy as np
+from omegaconf import DictConfig
+
+from vlnkit.envs.continuous import ENV_ID
+from vlnkit.envs.continuous.env import STOP, VLNCEEnv
+from vlnkit.envs.datasets import VLNCEEpisode, write_r2r_ce_submission, write_rxr_ce_submission
+from vlnkit.eval.metrics import continuous_metrics
+
+TABLE_COLUMNS = (
+    ("path_length", "TL", 1.0),
+    ("navigation_error", "NE", 1.0),
+    ("oracle_success", "OSR", 1.0),
+    ("success", "SR", 1.0),
+    ("spl", "SPL", 1.0),
+    ("ndtw", "nDTW", 1.0),
+    ("sdtw", "sDTW", 1.0),
+    ("steps", "steps", 1.0),
+    ("collisions", "collisions", 1.0),
+)
+"""Columns of the report table, in the order VLN-CE papers print them (fractions as fractions)."""
+
+
+def continuous_metrics_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
+    """A Markdown table of continuous-task metrics, one row per named run."""
+    header = "| run | " + " | ".join(label for _, label, _ in TABLE_COLUMNS) + " | episodes |"
+    lines = [header, "|" + "---|" * (len(TABLE_COLUMNS) + 2)]
+    for name, m in rows.items():
+        cells = [f"{float(m[key]) * scale:.2f}" for key, _, scale in TABLE_COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {int(m['num_episodes'])} |")
+    return "\n".join(lines)
+
+
+def _scenes_dir(cfg: DictConfig) -> str | None:
+    value = cfg.get("scenes_dir") or cfg.task.get("scenes_dir")
+    return None if value is None else str(value)
+
+
+class ContinuousTask:
+    """VLN-CE: positions on a scene's floor, the continuous metrics, R2R-CE/RxR-CE submissions."""
+
+    metric_keys = (
+        "success", "spl", "navigation_error", "oracle_success", "ndtw", "sdtw", "path_length", "steps", "collisions",
+    )
+
+    def resolve_data_dir(self, cfg: DictConfig) -> Path:
+        """``cfg.data_dir``, or the built-in synthetic houses (``task.houses_seed``, ``task.houses_count``)."""
+        if cfg.data_dir is not None:
+            return Path(str(cfg.data_dir)).expanduser()
+        from vlnkit.envs.synth.houses import default_houses
+
+        return default_houses(seed=int(cfg.task.get("houses_seed", 0)), count=int(cfg.task.get("houses_count", 4)))
+
+    def make_env(self, cfg: DictConfig, data_dir: Path) -> VLNCEEnv:
+        """The VLN-CE environment the task config describes (scenes root: top-level ``scenes_dir``, else
+        ``task.scenes_dir``, else the release's own ``scenes/`` folder)."""
+        task = cfg.task
+        env = gymnasium.make(
+            ENV_ID,
+            data_dir=data_dir,
+            split=cfg.split,
+            scenes_dir=_scenes_dir(cfg),
+            split_suffix=str(task.get("split_suffix", "")),
+            require_vocab=bool(task.get("require_vocab", True)),
+            forward_step=float(task.forward_step),
+            turn_angle=float(task.turn_angle),
+            look_angle=float(task.get("look_angle", 0.0)),
+            sliding=bool(task.sliding),
+            rgb_size=tuple(task.rgb.size),
+            rgb_hfov=float(task.rgb.hfov),
+            depth_size=tuple(task.depth.size),
+            depth_hfov=float(task.depth.hfov),
+            depth_range=(float(task.depth.min), float(task.depth.max)),
+            normalize_depth=bool(task.depth.normalize),
+            sensor_height=float(task.get("sensor_height", 1.25)),
+            semantic=bool(task.get("semantic", False)),
+            panorama=bool(task.get("panorama", False)),
+            success_distance=float(task.success_distance),
+            max_steps=int(task.max_steps),
+            backend=str(task.get("backend", "mesh")),
+        )
+        return env.unwrapped
+
+    def episodes(self, env: VLNCEEnv) -> Sequence[VLNCEEpisode]:
+        """The environment's episodes."""
+        return env.episodes
+
+    def trace(self, info: dict[str, Any]) -> dict[str, Any]:
+        """The agent's position, heading and whether the step's motion was blocked."""
+        return {"position": info["position"], "heading": info["heading"], "collided": info["collided"]}
+
+    def finish(self, env: VLNCEEnv, episode: VLNCEEpisode, trace: list[dict[str, Any]], actions: list[int]) -> dict[str, Any]:
+        """The trajectory, actions and metrics of a finished episode."""
+        positions = np.array([t["position"] for t in trace], dtype=np.float64)
+        stopped = bool(actions) and actions[-1] == STOP
+        collisions = sum(bool(t["collided"]) for t in trace[1:])
+        if episode.goals:
+            goal_d = np.array([env.distance_to_goal(p) for p in positions])
+            shortest = goal_d[0]
+        else:
+            goal_d = np.full(len(positions), math.nan)
+            shortest = math.nan
+        truth = env.ground_truth.get(episode.episode_id)
+        reference = np.array(truth.locations) if truth is not None else (
+            np.array(episode.reference_path) if episode.reference_path else None)
+        per = continuous_metrics([positions], [goal_d], [reference], [shortest], [stopped], [len(actions)], [collisions],
+                                 success_distance=env.success_distance)
+        return {
+            "scene_id": episode.scene_id,
+            "trajectory": positions.round(4).tolist(),
+            "headings": [round(float(t["heading"]), 4) for t in trace],
+            "actions": actions,
+            "metrics": {k: float(per[k][0]) for k in self.metric_keys},
+        }
+
+    def write_outputs(self, out: Path, env: VLNCEEnv, episodes: Sequence[VLNCEEpisode],
+                      records: Sequence[dict[str, Any]], metrics: dict[str, Any]) -> None:
+        """The leaderboard submission, ``report.md`` and the top-down maps."""
+        cfg = metrics.get("config", {})
+        if cfg.get("task", {}).get("dataset", "r2r") == "rxr":
+            write_rxr_ce_submission([(ep.instruction_id or ep.episode_id, r["trajectory"]) for ep, r in zip(episodes, records)],
+                                    out / "submission.jsonl")
+        else:
+            submission = {}
+            for ep, r in zip(episodes, records):
+                last = len(r["trajectory"]) - 1
+                submission[ep.episode_id] = [
+                    {"position": p, "heading": h, "stop": bool(r.get("stopped")) and i == last}
+                    for i, (p, h) in enumerate(zip(r["trajectory"], r["headings"]))
+                ]
+            write_r2r_ce_submission(submission, out / "submission.json")
+        write_continuous_report(out, env, episodes, records, metrics, num_plots=int(cfg.get("num_plots", 4)))
+
+
+def plot_topdown(path: Path, env: VLNCEEnv, episode: VLNCEEpisode, record: Mapping[str, Any]) -> None:
+    """Draw one episode on its scene's navigable floor seen from above: the reference path (green),
+    the predicted path (red), the start, the goal and its success radius."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    env.backend.load_scene(env.scene_path(episode))
+    occupancy, extent = env.backend.topdown_map(float(episode.start_position[1]))
+    truth = env.ground_truth.get(episode.episode_id)
+    reference = np.array(truth.locations if truth is not None else (episode.reference_path or [episode.start_position]))
+    pred = np.array(record["trajectory"])
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.imshow(np.where(occupancy, 0.93, 0.35), cmap="gray", vmin=0.0, vmax=1.0, origin="upper",
+              extent=(extent[0], extent[2], extent[3], extent[1]), interpolation="nearest")
+    ax.plot(reference[:, 0], reference[:, 2], "-", color="tab:green", lw=3, alpha=0.7, label="reference")
+    ax.plot(pred[:, 0], pred[:, 2], "-", color="tab:red", lw=1.5, label="predicted")
+    ax.plot(pred[0, 0], pred[0, 2], "o", color="black", label="start")
+    for goal in episode.goal_positions:
+        ax.plot(goal[0], goal[2], "*", color="tab:green", ms=14, label="goal")
+        ax.add_patch(plt.Circle((goal[0], goal[2]), env.success_distance, color="tab:green", fill=False, ls="--"))
+    lo = np.minimum(reference.min(0), pred.min(0)) - 3.5
+    hi = np.maximum(reference.max(0), pred.max(0)) + 3.5
+    ax.set_xlim(lo[0], hi[0])
+    ax.set_ylim(hi[2], lo[2])
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("z (m)")
+    m = record["metrics"]
+    ax.set_title(f"episode {episode.episode_id}: SR {m['success']:.0f}, NE {m['navigation_error']:.2f} m", fontsize=10)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def write_continuous_report(out: Path, env: VLNCEEnv, episodes: Sequence[VLNCEEpisode],
+                            records: Sequence[Mapping[str, Any]], metrics: Mapping[str, Any], num_plots: int = 4) -> None:
+    """Write ``report.md`` (metrics table, top-down maps of the first ``num_plots`` episodes)."""
+    cfg = metrics.get("config", {})
+    name = f"{cfg.get('agent', {}).get('name', 'agent')} on {cfg.get('task', {}).get('name', 'task')}/{cfg.get('split', '')}"
+    lines = [f"# Evaluation: {name}", "", continuous_metrics_table({name: metrics}), "",
+             "TL and NE in metres; OSR, SR, SPL, nDTW and sDTW as fractions.", ""]
+    shown = min(num_plots, len(records))
+    if shown:
+        (out / "maps").mkdir(exist_ok=True)
+        lines += ["## Trajectories (top-down)", ""]
+        for ep, record in zip(episodes[:shown], records[:shown]):
+            plot_topdown(out / "maps" / f"{ep.episode_id}.png", env, ep, record)
+            lines += [f"![episode {ep.episode_id}](maps/{ep.episode_id}.png)", ""]
+    lines += [f"Seed {metrics.get('seed')}; data from `{cfg.get('data_dir')}`.", ""]
+    (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
