@@ -184,3 +184,16 @@ def test_velma_oracle_stops_at_a_start_it_cannot_leave():
     e = gymnasium.make("vlnkit/Map2Seq-v0", graph=StreetGraph.from_lists(nodes, links), episodes=[ep], panorama="none")
     _, info = e.reset(options={"episode_id": "1"})
     assert info["oracle_action"] == int(A.STOP)
+
+
+def test_render_panorama_kind_builds_the_city_renderer(tmp_path):
+    from vlnkit.envs.continuous.city import CityPanoramaSource
+    from vlnkit.envs.street.env import make_panorama_source
+
+    (tmp_path / "graph").mkdir()
+    (tmp_path / "graph" / "landmarks.json").write_text("[]")
+    source = make_panorama_source("render", tmp_path, modality="depth", height=32, width=128)
+    assert isinstance(source, CityPanoramaSource)
+    assert source.space.shape[:2] == (32, 128)
+    with pytest.raises(ValueError, match="unknown panorama kind 'video'"):
+        make_panorama_source("video", tmp_path)

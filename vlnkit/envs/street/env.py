@@ -50,7 +50,8 @@ _GOAL_CACHE_SIZE = 256
 def make_panorama_source(kind: str, data_dir: Path, **paths: Any) -> PanoramaSource | None:
     """Build a panorama source by name: ``none``, ``auto`` (the release's scene description when it
     has one, else none), ``scene``, ``features`` (``features_path`` + ``features_index``, or
-    ``features_dir``) or ``image`` (``image_dir``)."""
+    ``features_dir``), ``image`` (``image_dir``) or ``render`` (the synthetic city rendered in 3D,
+    ``modality`` rgb|depth|semantic, optional ``height``/``width``)."""
     scene = data_dir / "graph" / "scene.jsonl"
     if kind == "none":
         return None
@@ -70,7 +71,11 @@ def make_panorama_source(kind: str, data_dir: Path, **paths: Any) -> PanoramaSou
         if not paths.get("image_dir"):
             raise ValueError("panorama='image' needs image_dir (a folder of <panoid>.jpg equirectangular images)")
         return ImageFolderSource(paths["image_dir"])
-    raise ValueError(f"unknown panorama kind {kind!r}; expected none, auto, scene, features or image")
+    if kind == "render":
+        from vlnkit.envs.continuous.city import CityPanoramaSource
+
+        return CityPanoramaSource(data_dir, **paths)
+    raise ValueError(f"unknown panorama kind {kind!r}; expected none, auto, scene, features, image or render")
 
 
 class StreetEnv(gymnasium.Env):
