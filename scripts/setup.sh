@@ -8,19 +8,21 @@ cd "$(dirname "$0")/.."
 #   libusb-1.0-0                  open3d-cpu links against it
 #   libegl1 libgl1 libegl-mesa0   headless OpenGL through EGL for the continuous renderer (moderngl)
 #   libgl1-mesa-dri               Mesa's llvmpipe software rasteriser (used where there is no GPU)
-SYSTEM_PACKAGES=(libusb-1.0-0 libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri)
-missing=()
-for pkg in "${SYSTEM_PACKAGES[@]}"; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-  else
-    echo "vlnkit needs these system packages: ${missing[*]}" >&2
-    echo "install them with: sudo apt-get install ${missing[*]}" >&2
-    exit 1
-  fi
+REQUIRED=(libusb-1.0-0 libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri)
+# Only for one test (the HTML report opened in a headless browser), which skips without them:
+OPTIONAL=(chromium chromium-driver)
+
+missing() { for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || echo "$pkg"; done; }
+mapfile -t need < <(missing "${REQUIRED[@]}")
+mapfile -t want < <(missing "${OPTIONAL[@]}")
+if [ $((${#need[@]} + ${#want[@]})) -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" "${want[@]}"
+elif [ ${#need[@]} -gt 0 ]; then
+  echo "vlnkit needs these system packages: ${need[*]}" >&2
+  echo "install them with: sudo apt-get install ${need[*]}" >&2
+  exit 1
+elif [ ${#want[@]} -gt 0 ]; then
+  echo "note: without ${want[*]} the HTML report test is skipped (sudo apt-get install ${want[*]})" >&2
 fi
 
 PYTHON=${PYTHON:-python3.11}

@@ -9,6 +9,9 @@
     vlnkit bench memory [--sizes 1000,...]      print Mem4Nav memory latency as one JSON line
     vlnkit train ltm [key=value ...]            pre-train the Mem4Nav long-term memory
     vlnkit serve-llm [--port 8765] [--model GGUF] the local OpenAI-compatible LLM server (llama.cpp)
+    vlnkit leaderboard RUN... [--out DIR]        rank finished runs; Markdown and CSV
+    vlnkit report RUN                            a self-contained HTML report of a run
+    vlnkit bench runner                          episodes/s in-process and on Ray with 1 and 2 workers
     vlnkit demo                                  baselines on the built-in synthetic city, as a table
 """
 
@@ -94,6 +97,28 @@ def _cmd_bench_continuous(args: argparse.Namespace) -> int:
     from vlnkit.envs.continuous.benchmark import run_continuous_benchmark
 
     print(json.dumps(run_continuous_benchmark(seconds=args.seconds, seed=args.seed)))
+    return 0
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from vlnkit.eval.leaderboard import leaderboard
+
+    print(leaderboard(args.runs, out=args.out))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from vlnkit.eval.html_report import write_html_report
+
+    print(write_html_report(args.run, out=args.out))
+    return 0
+
+
+def _cmd_bench_runner(args: argparse.Namespace) -> int:
+    from vlnkit.eval.runner_benchmark import run_runner_benchmark
+
+    print(json.dumps(run_runner_benchmark(num_episodes=args.episodes, work_ms=args.work_ms,
+                                          data_dir=args.data_dir, ray_address=args.ray_address)))
     return 0
 
 
@@ -184,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=3.0, help="time spent on each rate")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_bench_continuous)
+    p = bench.add_parser("runner", help="episodes/s in-process and on a Ray cluster with 1 and 2 workers")
+    p.add_argument("--episodes", type=int, default=60)
+    p.add_argument("--work-ms", type=float, default=5.0, help="CPU work per agent action, in milliseconds")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: a local one)")
+    p.set_defaults(func=_cmd_bench_runner)
     p = bench.add_parser("memory", help="Mem4Nav write+retrieve latency at 1k..1M stored observations")
     p.add_argument("--sizes", default="1000,10000,100000,1000000", help="stored observations, comma-separated")
     p.add_argument("--timed-steps", type=int, default=1000)
@@ -195,6 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = train.add_parser("ltm", help="pre-train the Mem4Nav long-term memory (overrides of configs/train_ltm.yaml)")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=_cmd_train_ltm)
+
+    p = sub.add_parser("leaderboard", help="rank finished runs and write leaderboard.md / leaderboard.csv")
+    p.add_argument("runs", nargs="+", help="run folders (each with metrics.json)")
+    p.add_argument("--out", default=None, help="folder for leaderboard.md and leaderboard.csv")
+    p.set_defaults(func=_cmd_leaderboard)
+    p = sub.add_parser("report", help="write a self-contained HTML report of a run folder")
+    p.add_argument("run")
+    p.add_argument("--out", default=None, help="the HTML file (default: RUN/report.html)")
+    p.set_defaults(func=_cmd_report)
 
     from vlnkit.agents.llm.server import DEFAULT_PORT
 

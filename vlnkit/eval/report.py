@@ -1,10 +1,11 @@
-"""Human-readable outputs of a run: a Markdown report with the metrics table and trajectory plots."""
+"""Human-readable outputs of a run: a Markdown report with the metrics table and trajectory plots, and
+the figures the HTML report (:mod:`vlnkit.eval.html_report`) embeds."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import matplotlib
 
@@ -40,9 +41,10 @@ def metrics_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def plot_trajectories(
-    path: Path, graph: StreetGraph, episodes: Sequence[StreetEpisode], predicted: Sequence[Sequence[str]]
+    path: Path | BinaryIO, graph: StreetGraph, episodes: Sequence[StreetEpisode], predicted: Sequence[Sequence[str]]
 ) -> None:
-    """Draw each episode's gold (green) and predicted (red) route over the street map, one panel each."""
+    """Draw each episode's gold (green) and predicted (red) route over the street map, one panel each,
+    as a PNG written to ``path`` (a file name or a binary file object)."""
     n = len(episodes)
     cols = min(n, 2)
     rows = (n + cols - 1) // cols
@@ -70,7 +72,29 @@ def plot_trajectories(
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=80, format="png")
+    plt.close(fig)
+
+
+def plot_distributions(path: Path | BinaryIO, per_episode: Mapping[str, Sequence[float]], bins: int = 20) -> None:
+    """Histogram of each per-episode metric, one panel each, as a PNG written to ``path`` (a file name or a
+    binary file object). Non-finite values (an unreachable goal's infinite SPD) are left out and counted
+    in the panel's title."""
+    names = list(per_episode)
+    cols = min(max(len(names), 1), 3)
+    rows = max((len(names) + cols - 1) // cols, 1)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        values = np.asarray(per_episode[name], dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        ax.hist(finite, bins=bins, color="tab:blue", alpha=0.8)
+        dropped = len(values) - len(finite)
+        ax.set_title(name + (f" ({dropped} non-finite left out)" if dropped else ""), fontsize=9)
+        ax.set_ylabel("episodes")
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80, format="png")
     plt.close(fig)
 
 

@@ -1,17 +1,41 @@
 """Rollouts and the results folder of an evaluation run.
 
-``evaluate(cfg)`` runs one agent over the episodes of a split and writes, under ``cfg.out``:
+``evaluate(cfg)`` runs one agent over the episodes of a split on the backend ``cfg.runner`` names
+(``inprocess``, ``vector`` or ``ray`` with ``cfg.workers`` workers; see :mod:`vlnkit.eval.backends`)
+and writes, under ``cfg.out``:
 
 - ``episodes.jsonl``: one line per finished episode (id, predicted trajectory, actions, its metrics),
-  appended, flushed and fsynced as each episode ends, so an interrupted run resumes where it stopped
-  without losing or duplicating an episode;
-- ``metrics.json``: the means over episodes, ``num_episodes``, the resolved config and the seed;
+  written by the driver alone in completion order, each line flushed and fsynced as its episode ends;
+- ``metrics.json``: the means over episodes in dataset order, ``num_episodes``, ``num_failed`` and
+  ``failed_episodes``, the seed, the config and dataset hashes, package versions, the git commit and
+  the resolved config;
 - the task kind's leaderboard submission and report (for street tasks ``submission.jsonl`` with
   ``route_id``/``id`` and ``route_panoids``, ``report.md`` and ``trajectories.png``);
-- ``run.json``: the config hash, so that resuming with a different config is refused.
+- ``run.json``: the config and dataset hashes, so that a folder is never resumed by a different run.
 
 Each episode's randomness comes from a seed derived from the run seed and the episode id, so results
-do not depend on the order in which episodes run.
+do not depend on the backend, the number of workers or the order in which episodes finish.
+
+Faults:
+
+- *Killed run*: starting the same command again skips the episodes already in ``episodes.jsonl`` and
+  runs the rest; an episode is finished exactly when its line is complete on disk.
+- *Torn last line* (a crash in the middle of a write): dropped and truncated away, and its episode run
+  again. A complete last line that lost only its newline gets the newline back.
+- *Corrupt line before the last* (not JSON, or no ``episode_id``): a crash cannot cause it, so the file
+  was altered; the run stops with :class:`CorruptRunError` naming the line and changes nothing. Delete
+  the line (its episode is then run again) or choose another ``out=``.
+- *Agent raises, worker process or Ray actor dies*: the episode is tried again, up to
+  ``cfg.max_retries`` more times (with the same seed), and the run goes on meanwhile. An episode that
+  still fails is recorded with ``"failed": true``, its ``error``, a ``traceback`` summary and
+  ``attempts``, and is scored as if the agent had stopped where it started (no actions): it counts in
+  every mean like any other episode (on a street task that is a TC of 0 unless the start lies next to
+  the goal), so failures never flatter a run. ``metrics.json`` lists them (``num_failed``,
+  ``failed_episodes``). A failed episode counts as finished: resuming does not retry it (delete its
+  line to retry it).
+- *Different run, same folder*: a folder whose ``run.json`` has another config hash or dataset hash is
+  refused. Keys that change only how a run executes (:data:`EXECUTION_KEYS`) are not hashed, so a run
+  may resume with another backend or worker count.
 """
 
 from __future__ import annotations
@@ -19,8 +43,10 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from collections import deque
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import gymnasium
 import numpy as np
@@ -28,59 +54,88 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 import vlnkit  # noqa: F401  (registers the environments)
-from vlnkit.agents import Agent, create
 from vlnkit.config import config_hash, to_container
+from vlnkit.eval.backends import (
+    Backend,
+    EpisodeResult,
+    EpisodeWorker,
+    WorkerSpec,
+    import_modules,
+    make_backend,
+    rollout,
+)
 from vlnkit.eval.metrics import aggregate
+from vlnkit.eval.provenance import dataset_hash, git_commit, package_versions
 from vlnkit.eval.tasks import EvalTask, get_task
+
+__all__ = [
+    "EXECUTION_KEYS", "CorruptRunError", "episode_seed", "evaluate", "read_finished", "rollout", "run_episodes",
+    "run_identity",
+]
+
+EXECUTION_KEYS = ("out", "progress", "runner", "workers", "ray_address", "max_retries", "num_plots")
+"""Config keys that change how a run executes or is reported but not its per-episode results; they are
+left out of the config hash."""
+
+HEADLINE_METRICS = (("task_completion", "TC"), ("success", "SR"), ("spl", "SPL"))
+"""Metrics shown running on the progress bar, the first one a task has."""
+
+
+class CorruptRunError(ValueError):
+    """``episodes.jsonl`` has a damaged line that a crash cannot explain; the run folder needs a look."""
+
 
 def episode_seed(seed: int, episode_id: str) -> int:
     """A per-episode seed that depends only on the run seed and the episode id."""
     return zlib.crc32(f"{seed}:{episode_id}".encode()) & 0x7FFFFFFF
 
 
-def rollout(task: EvalTask, env: gymnasium.Env, agent: Agent, episode: Any, seed: int) -> dict[str, Any]:
-    """Run one episode with ``agent``; returns the task's record of it (trace, actions, metrics)."""
-    obs, info = env.reset(seed=seed, options={"episode_id": episode.episode_id})
-    agent.reset(obs, info, seed)
-    trace = [task.trace(info)]
-    actions: list[int] = []
-    done = False
-    while not done:
-        action = int(agent.act(obs, info if agent.uses_info else None))
-        obs, _, terminated, truncated, info = env.step(action)
-        actions.append(action)
-        trace.append(task.trace(info))
-        done = terminated or truncated
-    return {**task.finish(env, episode, trace, actions), "stopped": bool(terminated)}
-
-
 def read_finished(path: Path) -> dict[str, dict[str, Any]]:
-    """Finished episodes of an interrupted run, by id. A torn last line (a crash mid-write) is dropped
-    and truncated away so that appending goes on cleanly; a bad line elsewhere is an error."""
+    """Finished episodes of an interrupted run, by id (the module docstring says how damage is handled).
+
+    Repairs the file in place so that appending goes on cleanly: a torn last line is truncated away, a
+    missing final newline is added. Raises :class:`CorruptRunError` for a bad line before the last.
+    """
     if not path.is_file():
         return {}
-    lines = path.read_bytes().split(b"\n")
+    data = path.read_bytes()
+    lines = data.split(b"\n")
     finished: dict[str, dict[str, Any]] = {}
     good_bytes = 0
-    for i, line in enumerate(lines):
-        if not line.strip():
-            good_bytes += len(line) + 1
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as err:
-            if i == len(lines) - 1 or all(not rest.strip() for rest in lines[i + 1 :]):
-                with path.open("r+b") as f:
-                    f.truncate(good_bytes)
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            try:
+                record = json.loads(line)
+                episode_id = str(record["episode_id"])
+            except (ValueError, KeyError, TypeError) as err:
+                if any(rest.strip() for rest in lines[number:]):
+                    raise CorruptRunError(
+                        f"{path}:{number}: not an episode record ({type(err).__name__}: {err}), and finished "
+                        "episodes follow it. A crash only ever tears the last line, so the file was altered; "
+                        "nothing was changed. Delete that line to run its episode again, or use another out="
+                    ) from err
                 break
-            raise ValueError(f"{path}:{i + 1}: not a JSON line ({err}); the run folder is damaged") from err
-        finished[str(rec["episode_id"])] = rec
+            finished[episode_id] = record
         good_bytes += len(line) + 1
+    if good_bytes < len(data):
+        with path.open("r+b") as f:
+            f.truncate(good_bytes)
+    elif data and not data.endswith(b"\n"):
+        with path.open("ab") as f:
+            f.write(b"\n")
     return finished
 
 
+def run_identity(resolved: dict[str, Any], episodes: Sequence[Any]) -> dict[str, Any]:
+    """What makes two runs the same run: the config hash (without :data:`EXECUTION_KEYS`), the dataset
+    hash of the evaluated episodes, and the config itself."""
+    hashed = {k: v for k, v in resolved.items() if k not in EXECUTION_KEYS}
+    return {"config_hash": config_hash(hashed), "dataset_hash": dataset_hash(episodes), "config": resolved}
+
+
 def _check_run_folder(out: Path, identity: dict[str, Any]) -> None:
-    """Refuse to resume into a folder made by a different config (results would mix)."""
+    """Refuse to resume into a folder made by a different config or on different data (results would
+    mix); create the folder and its ``run.json`` for a new run."""
     marker = out / "run.json"
     if marker.is_file():
         previous = json.loads(marker.read_text())
@@ -89,17 +144,86 @@ def _check_run_folder(out: Path, identity: dict[str, Any]) -> None:
                 f"{out} holds a run with a different config (hash {previous.get('config_hash')} vs "
                 f"{identity['config_hash']}); choose another out= or delete the folder"
             )
+        if previous.get("dataset_hash", identity["dataset_hash"]) != identity["dataset_hash"]:
+            raise ValueError(
+                f"{out} holds a run on a different dataset (hash {previous['dataset_hash']} vs "
+                f"{identity['dataset_hash']}: the split's episodes changed); choose another out= or delete the folder"
+            )
     else:
         out.mkdir(parents=True, exist_ok=True)
-        tmp = marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps(identity, indent=2))
-        os.replace(tmp, marker)
+        _write_json(marker, identity)
 
 
-def _append_line(f: Any, record: dict[str, Any]) -> None:
+def _append_line(f: IO[str], record: dict[str, Any]) -> None:
+    """Append one JSON line and make it durable before going on (flush and fsync)."""
     f.write(json.dumps(record) + "\n")
     f.flush()
     os.fsync(f.fileno())
+
+
+def run_episodes(
+    backend: Backend, jobs: Sequence[tuple[str, int]], max_retries: int
+) -> Iterator[tuple[EpisodeResult, int]]:
+    """Run ``(episode_id, seed)`` jobs on ``backend``, keeping every worker busy; yield each episode's
+    final result with its number of attempts, in completion order. A failed attempt is retried (first
+    in the queue) until the episode has failed ``max_retries + 1`` times."""
+    queue = deque(jobs)
+    seeds = dict(jobs)
+    attempts: dict[str, int] = {}
+    in_flight = 0
+    while queue or in_flight:
+        while queue and in_flight < backend.capacity:
+            episode_id, seed = queue.popleft()
+            attempts[episode_id] = attempts.get(episode_id, 0) + 1
+            backend.submit(episode_id, seed)
+            in_flight += 1
+        result = backend.next_result()
+        in_flight -= 1
+        if result.error is not None and attempts[result.episode_id] <= max_retries:
+            queue.appendleft((result.episode_id, seeds[result.episode_id]))
+            continue
+        yield result, attempts[result.episode_id]
+
+
+def _failed_record(task: EvalTask, env: gymnasium.Env, episode: Any, seed: int, result: EpisodeResult,
+                   attempts: int) -> dict[str, Any]:
+    """The record of an episode that kept failing: scored as stopped at its start, with the error."""
+    _, info = env.reset(seed=seed, options={"episode_id": episode.episode_id})
+    return {
+        "episode_id": episode.episode_id,
+        **task.finish(env, episode, [task.trace(info)], []),
+        "stopped": False,
+        "failed": True,
+        "error": result.error,
+        "traceback": result.traceback,
+        "attempts": attempts,
+    }
+
+
+class _RunningMetric:
+    """The running mean of a task's headline metric and the failure count, for the progress bar."""
+
+    def __init__(self, task: EvalTask, records: Sequence[dict[str, Any]]) -> None:
+        self.key, self.label = next(
+            ((k, label) for k, label in HEADLINE_METRICS if k in task.metric_keys),
+            (task.metric_keys[0], task.metric_keys[0]),
+        )
+        self.total = 0.0
+        self.count = 0
+        self.failed = 0
+        for record in records:
+            self.add(record)
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Count one finished episode."""
+        self.total += float(record["metrics"][self.key])
+        self.count += 1
+        self.failed += int(bool(record.get("failed")))
+
+    def postfix(self) -> dict[str, str]:
+        """The progress bar's postfix."""
+        mean = f"{self.total / self.count:.3f}" if self.count else "-"
+        return {self.label: mean, "failed": str(self.failed)}
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -107,39 +231,79 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     Returns the contents of ``metrics.json``.
     """
+    imports = [str(name) for name in cfg.get("imports") or []]
+    import_modules(imports)
     task = get_task(str(cfg.task.get("kind", "street")))
     data_dir = task.resolve_data_dir(cfg)
     env = task.make_env(cfg, data_dir)
-    agent = create(str(cfg.agent.name), cfg.agent, num_actions=int(env.action_space.n))
     todo = list(task.episodes(env))
     if cfg.limit is not None:
         todo = todo[: int(cfg.limit)]
     resolved = to_container(cfg)
     resolved["data_dir"] = str(data_dir)
+    identity = run_identity(resolved, todo)
     out = Path(str(cfg.out))
-    _check_run_folder(out, {"config_hash": config_hash(resolved), "config": resolved})
+    _check_run_folder(out, identity)
     log = out / "episodes.jsonl"
     finished = read_finished(log)
     remaining = [ep for ep in todo if ep.episode_id not in finished]
-    with log.open("a", encoding="utf-8") as f, tqdm(
-        total=len(todo), initial=len(todo) - len(remaining), desc=f"{cfg.agent.name} on {cfg.task.name}/{cfg.split}",
-        unit="ep", disable=not cfg.progress,
-    ) as bar:
-        for ep in remaining:
-            record = {"episode_id": ep.episode_id, **rollout(task, env, agent, ep, episode_seed(int(cfg.seed), ep.episode_id))}
-            _append_line(f, record)
-            finished[ep.episode_id] = record
-            bar.update()
+    if remaining:
+        _run_remaining(cfg, task, env, data_dir, resolved, imports, remaining, finished, log, len(todo))
     records = [finished[ep.episode_id] for ep in todo]
     per_episode = {k: np.array([r["metrics"][k] for r in records], dtype=np.float64) for k in task.metric_keys}
     metrics: dict[str, Any] = aggregate(per_episode) if records else {"num_episodes": 0}
-    metrics.update({"seed": int(cfg.seed), "config": resolved})
+    failed = [r["episode_id"] for r in records if r.get("failed")]
+    metrics.update({
+        "num_failed": len(failed),
+        "failed_episodes": failed,
+        "seed": int(cfg.seed),
+        "config_hash": identity["config_hash"],
+        "dataset_hash": identity["dataset_hash"],
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "config": resolved,
+    })
     _write_json(out / "metrics.json", metrics)
     task.write_outputs(out, env, todo, records, metrics)
     return metrics
 
 
+def _run_remaining(cfg: DictConfig, task: EvalTask, env: gymnasium.Env, data_dir: Path, resolved: dict[str, Any],
+                   imports: list[str], remaining: list[Any], finished: dict[str, dict[str, Any]], log: Path,
+                   total: int) -> None:
+    """Run the unfinished episodes on the configured backend, appending each result to ``log`` (and to
+    ``finished``) as it arrives."""
+    runner = str(cfg.get("runner", "inprocess"))
+    spec = WorkerSpec(resolved, str(data_dir), tuple(imports))
+    local = EpisodeWorker(spec, env=env) if runner == "inprocess" else None
+    backend = make_backend(runner, spec, workers=int(cfg.get("workers", 1)), ray_address=cfg.get("ray_address"),
+                           local_worker=local)
+    by_id = {ep.episode_id: ep for ep in remaining}
+    jobs = [(ep.episode_id, episode_seed(int(cfg.seed), ep.episode_id)) for ep in remaining]
+    running = _RunningMetric(task, list(finished.values()))
+    desc = f"{cfg.agent.name} on {cfg.task.name}/{cfg.split} [{runner}]"
+    try:
+        with log.open("a", encoding="utf-8") as f, tqdm(
+            total=total, initial=total - len(remaining), desc=desc, unit="ep", disable=not cfg.progress,
+        ) as bar:
+            bar.set_postfix(running.postfix())
+            for result, attempts in run_episodes(backend, jobs, int(cfg.get("max_retries", 0))):
+                if result.record is not None:
+                    record = result.record if attempts == 1 else {**result.record, "attempts": attempts}
+                else:
+                    ep = by_id[result.episode_id]
+                    record = _failed_record(task, env, ep, episode_seed(int(cfg.seed), ep.episode_id), result, attempts)
+                _append_line(f, record)
+                finished[result.episode_id] = record
+                running.add(record)
+                bar.set_postfix(running.postfix(), refresh=False)
+                bar.update()
+    finally:
+        backend.close()
+
+
 def _write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON atomically (a temporary file renamed over ``path``)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, path)
