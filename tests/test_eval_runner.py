@@ -82,3 +82,22 @@ def test_oracle_on_real_touchdown_sample(touchdown_sample, tmp_path, semantics):
     metrics = run(touchdown_sample, tmp_path / "run", "agent=oracle", f"task.semantics={semantics}")
     assert metrics["num_episodes"] == 40
     assert metrics["task_completion"] == 1.0 and metrics["shortest_path_distance"] == 0.0
+
+
+def test_agent_episode_stats_are_recorded_per_episode(release, tmp_path):
+    from vlnkit.agents import register
+    from vlnkit.agents.baselines import ForwardAgent
+
+    class CountingAgent(ForwardAgent):
+        """Forward-only, reporting how many actions it chose in the episode."""
+
+        def episode_stats(self):
+            return {"chosen": self.taken}
+
+    register("counting_forward_test")(lambda cfg, n: CountingAgent(steps=2))
+    out = tmp_path / "run"
+    cfg = load_config("eval", ["task=touchdown", f"data_dir={release}", f"out={out}", "progress=false",
+                               "agent=forward", "agent.name=counting_forward_test"])
+    evaluate(cfg)
+    records = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    assert [r["agent_stats"] for r in records] == [{"chosen": 2}] * 3

@@ -81,7 +81,9 @@ class EpisodeResult:
 
 def rollout(task: EvalTask, env: gymnasium.Env, agent: Agent, episode: Any, seed: int) -> dict[str, Any]:
     """Run one episode of ``task`` with ``agent`` in ``env``; returns the task's record of it (trace,
-    actions, metrics) and whether the agent stopped (rather than running out of steps)."""
+    actions, metrics), whether the agent stopped (rather than running out of steps) and, for agents
+    that report them through an ``episode_stats()`` method (the LLM agent's calls and fallbacks), the
+    agent's own counts under ``agent_stats``."""
     obs, info = env.reset(seed=seed, options={"episode_id": episode.episode_id})
     agent.reset(obs, info, seed)
     trace = [task.trace(info)]
@@ -93,7 +95,11 @@ def rollout(task: EvalTask, env: gymnasium.Env, agent: Agent, episode: Any, seed
         actions.append(action)
         trace.append(task.trace(info))
         done = terminated or truncated
-    return {**task.finish(env, episode, trace, actions), "stopped": bool(terminated)}
+    record = {**task.finish(env, episode, trace, actions), "stopped": bool(terminated)}
+    stats = getattr(agent, "episode_stats", None)
+    if callable(stats):
+        record["agent_stats"] = stats()
+    return record
 
 
 def import_modules(names: Sequence[str]) -> None:
