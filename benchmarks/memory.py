@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy's BLAS pool is sized when numpy loads: one core
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vlnkit.memory.benchmark import run_memory_benchmark  # noqa: E402

@@ -13,10 +13,13 @@ def test_benchmark_reports_all_keys_at_small_sizes():
     result = run_memory_benchmark(
         sizes=(1_000,), timed_steps=30, dim=32, octree_points=5_000, octree_queries=500, config=config
     )
-    keys = ("median_ms_1k", "p99_ms_1k", "ltm_median_ms_1k", "bytes_per_obs", "octree_inserts_per_s",
-            "octree_queries_per_s", "open3d_inserts_per_s", "open3d_queries_per_s")
+    timed = [f"{prefix}{stat}_ms_1k" for prefix in ("", "default_policy_") for stat in ("median", "p99", "mean")]
+    keys = timed + ["ltm_recall_at_3_1k", "bytes_per_obs", "octree_inserts_per_s", "octree_queries_per_s",
+                    "octree_batch_queries_per_s", "open3d_inserts_per_s", "open3d_queries_per_s"]
     for key in keys:
         assert result[key] > 0, key
+    assert 0.0 <= result["default_policy_stm_hit_rate_1k"] <= 1.0
+    assert result["ltm_recall_at_3_1k"] <= 1.0
     assert result["stored_observations"] == 1_060
 
 

@@ -1,12 +1,22 @@
-"""LongTermMemory: the write/read rules of mem4nav.md, cached and literal inverses agree, state round trip."""
+"""LongTermMemory: the write/read rules of mem4nav.md, cached and literal inverses agree, state round trip;
+the numpy inference path equals the torch modules and follows their weights."""
 
 import numpy as np
 import pytest
 import torch
 
-from vlnkit.memory.ltm import LongTermMemory, LTMConfig
+from vlnkit.memory.ltm import LongTermMemory, LTMConfig, LTMModel, NumpyInference, TorchInference
 
 DIM = 32
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny torch ops run fastest, and steadiest on a shared machine, on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _memories(**overrides):
@@ -79,3 +89,70 @@ def test_state_round_trip_gives_identical_reads():
         assert np.array_equal(a.keys, b.keys) and np.array_equal(a.embeddings, b.embeddings)
     with pytest.raises(ValueError):
         LongTermMemory(DIM + 4).load_state_dict(memory.state_dict())
+
+
+def _close(actual: np.ndarray, expected: np.ndarray) -> bool:
+    """float32 agreement within 1e-5 of the values' scale."""
+    return float(np.abs(actual - expected).max()) <= 1e-5 * max(1.0, float(np.abs(expected).max()))
+
+
+def _agrees_with_the_torch_modules(model: LTMModel, rng: np.random.Generator) -> bool:
+    fast, reference = model.inference(), TorchInference(model)
+    dim = model.dim
+    v = rng.standard_normal((5, dim)).astype(np.float32)
+    positions = rng.uniform(-500.0, 500.0, (5, 3)).astype(np.float32)
+    tokens = np.concatenate([np.zeros_like(v), v], axis=1)
+    many = rng.standard_normal((fast.max_tokens, 2 * dim)).astype(np.float32)
+    checks = [_close(fast.r(x), reference.r(x)) for x in (tokens[:1], tokens[:2], many)]
+    for rows in (1, 3, 4):
+        checks.append(_close(fast.query(v[:rows], positions[:rows]), reference.query(v[:rows], positions[:rows])))
+        decoded, expected = fast.decode(v[:rows]), reference.decode(v[:rows])
+        checks.append(_close(decoded[0], expected[0]) and _close(decoded[1], expected[1]))
+    return all(checks)
+
+
+def test_numpy_inference_equals_the_torch_modules():
+    torch.manual_seed(7)
+    model = LTMModel(128, 64, LTMConfig())  # the reference geometry: R of depth 6 with 8 heads
+    fast = model.inference()
+    assert isinstance(fast, NumpyInference) and fast.max_tokens >= 2
+    assert _agrees_with_the_torch_modules(model, np.random.default_rng(8))
+
+
+def test_inference_snapshot_follows_the_weights():
+    torch.manual_seed(9)
+    rng = np.random.default_rng(10)
+    model = LTMModel(DIM, DIM, LTMConfig(depth=2))
+    first = model.inference()
+    assert model.inference() is first
+    with torch.no_grad():
+        model.query_net.first.weight.mul_(1.5)  # in place, as an optimiser step would
+    assert model.inference() is not first and _agrees_with_the_torch_modules(model, rng)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    model.r(torch.randn(4, 2 * DIM)).square().sum().backward()
+    optimizer.step()
+    assert _agrees_with_the_torch_modules(model, rng)
+    other = LTMModel(DIM, DIM, LTMConfig(depth=2))
+    model.load_state_dict(other.state_dict(), assign=True)
+    assert _agrees_with_the_torch_modules(model, rng)
+    model.double()
+    assert isinstance(model.inference(), TorchInference)
+
+
+def test_fast_and_reference_paths_give_the_same_reads():
+    torch.manual_seed(11)
+    fast = LongTermMemory(DIM, descriptor_dim=8, config=LTMConfig(depth=6, flush_every=8))
+    reference = LongTermMemory(DIM, descriptor_dim=8, config=LTMConfig(depth=6, flush_every=8))
+    reference.model.load_state_dict(fast.model.state_dict())
+    reference.model.inference = lambda: TorchInference(reference.model)
+    rng = np.random.default_rng(12)
+    for _ in range(40):
+        keys, embedding = rng.integers(-20, 80, 2), rng.standard_normal(DIM).astype(np.float32)
+        for memory in (fast, reference):
+            memory.write(keys, embedding)
+    for _ in range(10):
+        query, position = rng.standard_normal(DIM), rng.uniform(-50, 50, 3)
+        a, b = fast.read(query, position), reference.read(query, position)
+        assert np.array_equal(a.keys, b.keys) and np.array_equal(a.embeddings, b.embeddings)
+        for field in ("distances", "tokens", "positions", "descriptors"):
+            assert _close(getattr(a, field), getattr(b, field)), field

@@ -14,6 +14,15 @@ from vlnkit.memory.checkpoint import load_torch
 DIM = 32
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny torch ops run fastest, and steadiest on a shared machine, on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _config(variant: str = "full", **overrides) -> Mem4NavConfig:
     return Mem4NavConfig.variant(variant, dim=DIM, ltm=LTMConfig(depth=2, buffer_size=64), **overrides)
 

@@ -1,17 +1,51 @@
-"""Memory benchmark: per-step write+retrieve latency as the memory grows, bytes per observation, and the
-sparse octree against open3d's octree on the same points.
+"""Memory benchmark: per-step write+retrieve latency as the memory grows, LTM recall, bytes per observation,
+and the sparse octree against open3d's octree on the same points.
 
 The workload is an agent walking a street grid (``block`` metre blocks, a turn choice at every
 intersection, ``step`` metres per step) whose observation embeddings come from a smooth random appearance
 field over the plane (random Fourier features, length scale ``length_scale`` metres) plus noise, so
 nearby views look alike and the topology graph makes a node every few metres. Each timed step is what an
-agent does: ``retrieve`` for the new observation, then ``write`` it.
+agent does: ``retrieve`` for the new observation, then ``write`` it (to the octree leaf, the topology
+graph, the STM and the LTM tokens of the leaf and the node). A size counts the observations written
+before that size's timed steps start; the memory keeps growing through the timed steps, by
+``2 * timed_steps`` per size. Latencies are wall-clock ``perf_counter_ns`` per step, in milliseconds.
 
-Two latencies are reported per size: ``median_ms_*``/``p99_ms_*`` with the default retrieval policy (on
-this walk the STM usually answers; ``stm_hit_rate`` says how often), and ``ltm_median_ms_*``/
-``ltm_p99_ms_*`` with ``tau`` above 1 so every retrieval reads the LTM (the worst case: pending tokens
-are computed, then an HNSW search and decoding). Everything runs on one thread (torch and faiss).
-Sizes count observations written before the timed steps start.
+Everything timed runs on one thread: torch and faiss are set to one thread here, and the numpy products on
+the timed path (one query, one or two fresh tokens, three tokens to decode, the STM and the index's write
+buffer) stay below the size at which OpenBLAS starts threads; larger LTM batches go to torch. numpy's
+OpenBLAS pool is sized when numpy loads, so ``benchmarks/memory.py`` also sets ``OPENBLAS_NUM_THREADS=1``
+first, which pins the untimed parts (generating observations, the recall reference) too.
+
+Keys (``{n}`` is ``1k``, ``10k``, ``100k``, ``1m`` or the size itself):
+
+* ``median_ms_{n}``, ``p99_ms_{n}``, ``mean_ms_{n}``: the headline, an LTM step. ``tau`` is set above 1 so
+  every retrieval takes the long-term-memory path: the STM is queried and passed over, the tokens written
+  by the previous step are computed (one reversible-Transformer pass), the query MLP runs, the HNSW index
+  and its write buffer are searched for the top 3, and the 3 tokens are decoded; then the write. The mean
+  and p99 include what the median does not show: merging the 256-token write buffer into HNSW (one step
+  in every hundred or so pays for it) and the occasional rebuild that drops tombstones.
+* ``default_policy_median_ms_{n}``, ``default_policy_p99_ms_{n}``, ``default_policy_mean_ms_{n}``: the
+  same steps under the configured retrieval policy (STM first, LTM when the best STM cosine is below
+  ``tau``), and ``default_policy_stm_hit_rate_{n}``, the share of those retrievals the STM answered. On
+  this walk the STM answers nearly every step, so these mostly time the STM path plus the write (pending
+  tokens are then computed in batches of ``flush_every`` keys).
+* ``ltm_recall_at_3_{n}``: over up to 100 of the headline steps' LTM queries, the share of the exact top 3
+  tokens (brute force over every live token) that the index search returned, measured after those steps.
+* ``bytes_per_obs``: :meth:`Mem4NavMemory.memory_bytes` after the last size over observations stored
+  (model weights excluded); ``stored_observations``, ``octree_leaves``, ``graph_nodes`` and ``ltm_tokens``
+  describe that final memory.
+* ``octree_inserts_per_s`` and ``open3d_inserts_per_s``: points per second building each octree from the
+  same numpy array of ``octree_points`` points (uniform over a 1000 x 1000 x 20 m slab) in one call
+  (:meth:`SparseOctree.insert`; open3d's ``PointCloud`` conversion plus ``convert_from_point_cloud`` at
+  depth 10). Like for like: both get the same leaf edge, the slab's extent / 2**10 (what open3d's depth-10
+  tree over the slab's bounding cube gets; the cube is expanded by 1e-6 so no point lies on its far
+  faces), and both times include converting the input.
+* ``octree_queries_per_s`` and ``open3d_queries_per_s``: leaf look-ups per second for ``octree_queries``
+  of those points, one Python call per point on both sides (:meth:`SparseOctree.encode_one` plus
+  :meth:`SparseOctree.lookup`; open3d's ``locate_leaf_node``, which has no batch form). Every probe must
+  find its leaf on both sides.
+* ``octree_batch_queries_per_s``: the same look-ups in one vectorised call, which open3d has no
+  counterpart for.
 """
 
 from __future__ import annotations
@@ -85,6 +119,7 @@ def run_memory_benchmark(
 ) -> dict[str, Any]:
     """Run the benchmark single-threaded and return its figures (see the module docstring for keys)."""
     threads = torch.get_num_threads()
+    faiss_threads = faiss.omp_get_max_threads()
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
     try:
@@ -94,6 +129,10 @@ def run_memory_benchmark(
         return result
     finally:
         torch.set_num_threads(threads)
+        faiss.omp_set_num_threads(faiss_threads)
+
+
+_RECALL_QUERIES = 100
 
 
 def _latencies(
@@ -109,29 +148,41 @@ def _latencies(
             step, embedding, position = next(stream)
             memory.write(embedding, position, step)
         name = size_name(size)
-        policy, sources = _timed(memory, stream, timed_steps)
         memory.config.tau = math.inf
-        forced, _ = _timed(memory, stream, timed_steps)
+        forced, _, asked = _timed(memory, stream, timed_steps)
         memory.config.tau = tau
-        out[f"median_ms_{name}"] = _ms(np.median(policy))
-        out[f"p99_ms_{name}"] = _ms(np.percentile(policy, 99))
-        out[f"ltm_median_ms_{name}"] = _ms(np.median(forced))
-        out[f"ltm_p99_ms_{name}"] = _ms(np.percentile(forced, 99))
-        out[f"stm_hit_rate_{name}"] = round(sources.get("stm", 0) / timed_steps, 4)
+        policy, sources, _ = _timed(memory, stream, timed_steps)
+        out.update(_summary(forced, name))
+        out.update(_summary(policy, name, "default_policy_"))
+        out[f"default_policy_stm_hit_rate_{name}"] = round(sources.get("stm", 0) / timed_steps, 4)
+        if memory.ltm is not None and asked:
+            out[f"ltm_recall_at_3_{name}"] = _ltm_recall(memory, asked)
     memory.flush()
     out["bytes_per_obs"] = int(memory.memory_bytes() / memory.writes)
     out["stored_observations"] = memory.writes
     out["octree_leaves"] = len(memory.octree) if memory.octree is not None else 0
     out["graph_nodes"] = len(memory.graph) if memory.graph is not None else 0
+    out["ltm_tokens"] = len(memory.ltm) if memory.ltm is not None else 0
     return out
+
+
+def _summary(latencies: np.ndarray, name: str, prefix: str = "") -> dict[str, float]:
+    return {
+        f"{prefix}median_ms_{name}": _ms(np.median(latencies)),
+        f"{prefix}p99_ms_{name}": _ms(np.percentile(latencies, 99)),
+        f"{prefix}mean_ms_{name}": _ms(np.mean(latencies)),
+    }
 
 
 def _timed(
     memory: Mem4NavMemory, stream: Iterator[tuple[int, np.ndarray, np.ndarray]], steps: int
-) -> tuple[np.ndarray, dict[str, int]]:
-    """Latencies (ns) of ``steps`` retrieve+write steps and how often each source answered."""
+) -> tuple[np.ndarray, dict[str, int], list[tuple[np.ndarray, np.ndarray]]]:
+    """Latencies (ns) of ``steps`` retrieve+write steps, how often each source answered, and the
+    ``(embedding, position)`` of up to :data:`_RECALL_QUERIES` retrievals the LTM answered."""
     latencies = np.empty(steps, dtype=np.int64)
     sources: dict[str, int] = {}
+    asked: list[tuple[np.ndarray, np.ndarray]] = []
+    every = max(1, steps // _RECALL_QUERIES)
     for i in range(steps):
         step, embedding, position = next(stream)
         start = time.perf_counter_ns()
@@ -139,7 +190,21 @@ def _timed(
         memory.write(embedding, position, step)
         latencies[i] = time.perf_counter_ns() - start
         sources[found.source] = sources.get(found.source, 0) + 1
-    return latencies, sources
+        if found.source == "ltm" and i % every == 0 and len(asked) < _RECALL_QUERIES:
+            asked.append((embedding, position))
+    return latencies, sources, asked
+
+
+def _ltm_recall(memory: Mem4NavMemory, asked: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Recall@3 of the LTM's index search against brute force, for the LTM queries of ``asked``."""
+    ltm = memory.ltm
+    ltm.flush()
+    embeddings = np.stack([embedding for embedding, _ in asked])
+    positions = np.stack([position for _, position in asked]).astype(np.float32)
+    queries = ltm.model.inference().query(embeddings, positions)
+    exact = ltm.index.exact_search(queries, 3)
+    hits = [len(set(ltm.index.search(q, 3)[0].tolist()) & set(e.tolist())) for q, e in zip(queries, exact)]
+    return round(sum(hits) / exact.size, 4)
 
 
 def _observations(total: int, dim: int, seed: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
@@ -154,21 +219,23 @@ def _observations(total: int, dim: int, seed: int) -> Iterator[tuple[int, np.nda
 
 
 def _octree_rates(points: int, queries: int, seed: int, include_open3d: bool) -> dict[str, Any]:
-    """Inserts and leaf lookups per second: this octree (batched and one point per call) and open3d's."""
+    """Inserts and leaf look-ups per second for this octree and open3d's on the same points (like for like:
+    see the module docstring)."""
     rng = np.random.default_rng(seed)
     cloud = rng.uniform(0.0, 1000.0, (points, 3)) * np.array([1.0, 1.0, 0.02])
     probes = cloud[rng.integers(0, points, queries)]
-    octree = SparseOctree(leaf_size=1000.0 / 1024)
+    octree = SparseOctree(leaf_size=_open3d_leaf_size(cloud))
     start = time.perf_counter()
     octree.insert(cloud)
     out: dict[str, Any] = {"octree_inserts_per_s": round(points / (time.perf_counter() - start))}
     start = time.perf_counter()
-    found = octree.lookup(octree.encode(probes))
+    for probe in probes:
+        if octree.lookup(octree.encode_one(probe)) < 0:
+            raise AssertionError("octree lookup missed an inserted point")
     out["octree_queries_per_s"] = round(queries / (time.perf_counter() - start))
     start = time.perf_counter()
-    for probe in probes:
-        octree.lookup(octree.encode_one(probe))
-    out["octree_point_queries_per_s"] = round(queries / (time.perf_counter() - start))
+    found = octree.lookup(octree.encode(probes))
+    out["octree_batch_queries_per_s"] = round(queries / (time.perf_counter() - start))
     if (found < 0).any():
         raise AssertionError("octree lookup missed an inserted point")
     if include_open3d:
@@ -176,18 +243,29 @@ def _octree_rates(points: int, queries: int, seed: int, include_open3d: bool) ->
     return out
 
 
+_OPEN3D_DEPTH = 10
+_OPEN3D_EXPAND = 1e-6  # open3d's cube must exceed the cloud a little, or the farthest point falls outside it
+
+
+def _open3d_leaf_size(cloud: np.ndarray) -> float:
+    """Leaf edge of open3d's depth-10 octree over ``cloud``: its (slightly expanded) bounding cube / 2**10."""
+    extent = float((cloud.max(axis=0) - cloud.min(axis=0)).max())
+    return extent * (1.0 + _OPEN3D_EXPAND) / (1 << _OPEN3D_DEPTH)
+
+
 def _open3d_rates(cloud: np.ndarray, probes: np.ndarray) -> dict[str, Any]:
-    """open3d ``Octree`` (depth 10 over the 1 km square, ~1 m leaves): batch build, per-point lookup."""
+    """open3d ``Octree`` (depth 10 over the cloud's bounding cube): one-call build, one call per look-up."""
     import open3d as o3d
 
     start = time.perf_counter()
     pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(cloud))
-    octree = o3d.geometry.Octree(max_depth=10)
-    octree.convert_from_point_cloud(pcd, size_expand=0.0)
+    octree = o3d.geometry.Octree(max_depth=_OPEN3D_DEPTH)
+    octree.convert_from_point_cloud(pcd, size_expand=_OPEN3D_EXPAND)
     inserts = len(cloud) / (time.perf_counter() - start)
     start = time.perf_counter()
     for probe in probes:
-        octree.locate_leaf_node(probe)
+        if octree.locate_leaf_node(probe)[0] is None:
+            raise AssertionError("open3d lookup missed an inserted point")
     queries = len(probes) / (time.perf_counter() - start)
     return {"open3d_inserts_per_s": round(inserts), "open3d_queries_per_s": round(queries)}
 

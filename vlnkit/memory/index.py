@@ -11,10 +11,11 @@ faiss's ``IndexHNSWFlat`` can only append. Updates are made from three pieces:
   added once); when tombstones outnumber ``rebuild_ratio`` times the live entries the HNSW index is rebuilt
   from the live vectors, so memory and search cost stay proportional to the live keys.
 
-Searches merge the HNSW hits with the buffer's exact hits. Results are reproducible: :meth:`state_dict`
-stores the serialised graph itself, not a recipe to rebuild it, and every batch added to the graph draws its
-HNSW levels from a generator seeded by the graph's size, so a restored index grows exactly like the
-original (with faiss running single-threaded; parallel HNSW insertion is not deterministic).
+Searches merge the HNSW hits with the buffer's exact hits (squared distances from cached squared norms
+and one matrix-vector product). Results are reproducible: :meth:`state_dict` stores the serialised graph
+itself, not a recipe to rebuild it, and every batch added to the graph draws its HNSW levels from a
+generator seeded by the graph's size, so a restored index grows exactly like the original (with faiss
+running single-threaded; parallel HNSW insertion is not deterministic).
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ class TokenIndex:
         self._buffer_row: dict[int, int] = {}
         self._buffer_keys = np.zeros(self.buffer_size, dtype=np.int64)
         self._buffer_vectors = np.zeros((self.buffer_size, self.dim), dtype=np.float32)
+        self._buffer_norms = np.zeros(self.buffer_size, dtype=np.float32)
+        self._params: faiss.SearchParametersHNSW | None = None
+        self._params_for: tuple[int, faiss.IDSelectorBitmap | None] | None = None
 
     def __len__(self) -> int:
         return len(self._key_id) + len(self._buffer_row)
@@ -92,6 +96,7 @@ class TokenIndex:
                 self._buffer_row[key] = row
                 self._buffer_keys[row] = key
             self._buffer_vectors[row] = vector
+            self._buffer_norms[row] = vector @ vector
 
     def get(self, keys: np.ndarray) -> np.ndarray:
         """Vectors ``(n, dim)`` of ``keys`` (KeyError for an unknown key)."""
@@ -117,19 +122,36 @@ class TokenIndex:
         keys = np.empty(0, dtype=np.int64)
         distances = np.empty(0, dtype=np.float32)
         if self._key_id and k > 0:
-            params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k))
-            if self._dead:
-                params.sel = self._alive_selector()
-            found_d, found_i = self._hnsw.search(query, k, params=params)
+            found_d, found_i = self._hnsw.search(query, k, params=self._search_params(max(self.ef_search, k)))
             hit = found_i[0] >= 0
             keys, distances = self._id_key[found_i[0][hit]], found_d[0][hit]
         buffered = len(self._buffer_row)
         if buffered and k > 0:
-            diff = self._buffer_vectors[:buffered] - query
+            products = self._buffer_vectors[:buffered] @ query[0]
+            squared = self._buffer_norms[:buffered] - 2.0 * products + float(query[0] @ query[0])
             keys = np.concatenate([keys, self._buffer_keys[:buffered]])
-            distances = np.concatenate([distances, np.einsum("ij,ij->i", diff, diff)])
+            distances = np.concatenate([distances, squared])
         order = np.argsort(distances, kind="stable")[:k]
         return keys[order], np.sqrt(np.maximum(distances[order], 0.0))
+
+    def exact_search(self, queries: np.ndarray, k: int, chunk: int = 65_536) -> np.ndarray:
+        """Keys ``(n_queries, k)`` of the ``k`` live vectors nearest to each query (L2) by brute force, nearest
+        first: the reference that :meth:`search`'s recall is measured against. Works through the keys
+        ``chunk`` at a time, so memory stays bounded for any index size."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        keys = self.keys()
+        k = min(k, len(keys))
+        if k <= 0:
+            return np.empty((len(queries), 0), dtype=np.int64)
+        found_keys, found_distances = [], []
+        for start in range(0, len(keys), chunk):
+            part = keys[start : start + chunk]
+            distances, rows = faiss.knn(queries, self.get(part), min(k, len(part)))
+            found_keys.append(part[rows])
+            found_distances.append(distances)
+        distances = np.concatenate(found_distances, axis=1)
+        order = np.argsort(distances, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(np.concatenate(found_keys, axis=1), order, axis=1)
 
     def merge(self) -> None:
         """Move the write buffer into the HNSW graph; rebuild it when tombstones dominate."""
@@ -177,7 +199,8 @@ class TokenIndex:
         vectors = self._hnsw.ntotal * self.dim * 4
         maps = self._id_key.nbytes + self._alive.nbytes + sys.getsizeof(self._key_id)
         maps += 2 * len(self._key_id) * _INT_OBJECT_BYTES
-        buffer = self._buffer_keys.nbytes + self._buffer_vectors.nbytes + sys.getsizeof(self._buffer_row)
+        buffer = self._buffer_keys.nbytes + self._buffer_vectors.nbytes + self._buffer_norms.nbytes
+        buffer += sys.getsizeof(self._buffer_row)
         return graph + vectors + maps + buffer
 
     def state_dict(self) -> dict:
@@ -218,6 +241,8 @@ class TokenIndex:
         buffer_keys = state["buffer_keys"].numpy()
         self._buffer_keys[: len(buffer_keys)] = buffer_keys
         self._buffer_vectors[: len(buffer_keys)] = state["buffer_vectors"].numpy()
+        for row, vector in enumerate(self._buffer_vectors[: len(buffer_keys)]):
+            self._buffer_norms[row] = vector @ vector  # as upsert computes it, so searches match exactly
         self._buffer_row = {key: row for row, key in enumerate(buffer_keys.tolist())}
 
     def _new_hnsw(self) -> faiss.IndexHNSWFlat:
@@ -229,6 +254,17 @@ class TokenIndex:
     def _kill(self, internal_id: int) -> None:
         self._alive[internal_id >> 3] &= np.uint8(~(1 << (internal_id & 7)) & 0xFF)
         self._dead += 1
+
+    def _search_params(self, ef: int) -> faiss.SearchParametersHNSW:
+        """HNSW search parameters (``efSearch`` and, once there are tombstones, the alive filter), reused
+        across searches until either changes."""
+        selector = self._alive_selector() if self._dead else None
+        if self._params is None or self._params_for != (ef, selector):
+            self._params = faiss.SearchParametersHNSW(efSearch=ef)
+            if selector is not None:
+                self._params.sel = selector
+            self._params_for = (ef, selector)
+        return self._params
 
     def _alive_selector(self) -> faiss.IDSelectorBitmap:
         if self._selector is None:

@@ -18,12 +18,20 @@ The cache costs ``dim`` floats per key and turns a write into bookkeeping: the t
 since the last flush are computed in one batched ``R`` call when a read needs them or when ``flush_every``
 keys are pending. With ``cache_inverse=False`` every write runs ``R^-1`` then ``R`` at once, literally as
 specified.
+
+Reads and writes run the model through :meth:`LTMModel.inference`: :class:`NumpyInference`, a float32 numpy
+copy of R, the query MLP and the decoders (the same functions, equal to float32 rounding; the tests hold it
+to the torch modules), because on one query and one or two fresh tokens per step a torch call's fixed
+overhead, not arithmetic, is the cost; larger inputs go to the torch modules. A flush computes each
+distinct pending ``v`` once (a step writes the same ``v`` to its leaf and its node, whose tokens are
+therefore equal). Training uses the torch modules.
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import asdict, dataclass, field
+from operator import attrgetter
 
 import numpy as np
 import torch
@@ -31,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlnkit.memory.index import TokenIndex
-from vlnkit.memory.reversible import ReversibleTransformer
+from vlnkit.memory.reversible import GELU_SCALE, NumpyReversible, ReversibleTransformer, scaled_gelu
 
 _INT_OBJECT_BYTES = 36
 
@@ -83,6 +91,10 @@ class LTMModel(nn.Module):
         self.query_net = _MLP(dim + 3, config.hidden, 2 * dim)
         self.position_head = _MLP(dim, config.hidden, 3)
         self.descriptor_head = _MLP(dim, config.hidden, descriptor_dim)
+        self._inference: NumpyInference | TorchInference | None = None
+        self._watched: list[nn.Parameter] = []
+        self._versions = 0
+        self.register_load_state_dict_post_hook(LTMModel._forget_inference)
 
     def query(self, embeddings: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Token-space queries ``MLP([v ; p / position_scale])`` for ``(n, dim)`` and ``(n, 3)`` inputs."""
@@ -100,6 +112,152 @@ class LTMModel(nn.Module):
         """``(v_hat, position, descriptor)`` from ``R^-1(token)`` values ``(n, 2 * dim)``."""
         v_hat = preimages[..., self.dim :]
         return v_hat, self.position_head(v_hat) * self.position_scale, self.descriptor_head(v_hat)
+
+    def inference(self) -> NumpyInference | TorchInference:
+        """What reads and writes run: :class:`NumpyInference` when every parameter is a float32 CPU tensor,
+        else :class:`TorchInference`.
+
+        The numpy snapshot is rebuilt whenever a parameter may have changed: an in-place update (an
+        optimiser step, ``copy_``; seen through the tensors' version counters), ``load_state_dict`` or a
+        conversion of this module (``.to``, ``.double``). Rebinding a parameter's ``.data`` by hand or
+        converting a submodule alone is not seen; call :meth:`load_state_dict` or ``.to`` on the model.
+        """
+        versions = sum(map(_VERSION, self._watched))
+        if self._inference is None or versions != self._versions:
+            self._watched = list(self.parameters())
+            self._versions = sum(map(_VERSION, self._watched))
+            fast = all(p.dtype == torch.float32 and p.device.type == "cpu" for p in self._watched)
+            self._inference = NumpyInference(self) if fast else TorchInference(self)
+        return self._inference
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 - nn.Module's signature
+        """Drop the inference snapshot whenever parameters may be replaced (``.to``, ``.double``)."""
+        self._inference = None
+        return super()._apply(fn, recurse)
+
+    @staticmethod
+    def _forget_inference(module: LTMModel, incompatible_keys: object) -> None:
+        """After ``load_state_dict`` (which may assign new parameters) rebuild the snapshot lazily."""
+        module._inference = None
+
+
+_VERSION = attrgetter("_version")
+
+
+class TorchInference:
+    """The reference inference path: :class:`LTMModel`'s torch modules under ``inference_mode``, numpy in
+    and out (used when the model is not float32 on the CPU, for inputs too large for :class:`NumpyInference`
+    to pay off, and by the tests as the reference)."""
+
+    def __init__(self, model: LTMModel) -> None:
+        self.model = model
+
+    def r(self, x: np.ndarray) -> np.ndarray:
+        """``R(x)`` for tokens ``(n, 2 * dim)``."""
+        with torch.inference_mode():
+            return self._out(self.model.r(self._in(x)))
+
+    def query(self, embeddings: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Token-space queries for embeddings ``(n, dim)`` seen at positions ``(n, 3)``."""
+        with torch.inference_mode():
+            return self._out(self.model.query(self._in(embeddings), self._in(positions)))
+
+    def decode(self, v_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(positions, descriptors)`` decoded from the second halves ``v_hat`` ``(n, dim)`` of preimages."""
+        with torch.inference_mode():
+            v = self._in(v_hat)
+            model = self.model
+            return self._out(model.position_head(v) * model.position_scale), self._out(model.descriptor_head(v))
+
+    def _in(self, array: np.ndarray) -> torch.Tensor:
+        parameter = next(self.model.parameters())
+        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        return tensor.to(parameter.device, parameter.dtype)
+
+    @staticmethod
+    def _out(tensor: torch.Tensor) -> np.ndarray:
+        return tensor.to("cpu", torch.float32).numpy()
+
+
+class NumpyInference:
+    """:class:`TorchInference`'s functions in float32 numpy over a snapshot of an :class:`LTMModel`'s weights,
+    for the inputs a memory step has: one query, one or two fresh tokens, ``top_m`` tokens to decode.
+
+    ``r`` runs :class:`~vlnkit.memory.reversible.NumpyReversible`; the query MLP and the two decoder heads are
+    stored transposed with the scales of :func:`~vlnkit.memory.reversible.scaled_gelu` folded in, the heads
+    share their first layer, and each row is one matrix-vector product (OpenBLAS's matrix-matrix kernel
+    packs the whole weight matrix first, which costs several times more at a few rows). Numpy pays off only
+    where a call's fixed overhead dominates, so larger inputs (more than :data:`_FEW_ROWS` rows, or an R
+    batch whose products would reach OpenBLAS's threading threshold and start BLAS threads that compete
+    with torch's) go to the torch modules. Get it from :meth:`LTMModel.inference`, which rebuilds it when
+    the weights change.
+    """
+
+    def __init__(self, model: LTMModel) -> None:
+        self.reference = TorchInference(model)
+        self.position_scale = np.float32(model.position_scale)
+        self.reversible = NumpyReversible(model.r)
+        largest = max((matrix.size for layer in self.reversible.layers for matrix in layer[:4]), default=1)
+        self.max_tokens = _SINGLE_THREAD_PRODUCT // (model.r.seq_len * largest)
+        with torch.no_grad():
+            self._query = [_array(a) for a in _folded_mlp(model.query_net)]
+            position, descriptor = _folded_mlp(model.position_head), _folded_mlp(model.descriptor_head)
+        self._hidden = position[0].shape[1]
+        self._heads_first = _array(torch.cat([position[0], descriptor[0]], dim=1))
+        self._heads_first_bias = _array(torch.cat([position[1], descriptor[1]]))
+        self._position_second, self._position_bias = _array(position[2]), _array(position[3])
+        self._descriptor_second, self._descriptor_bias = _array(descriptor[2]), _array(descriptor[3])
+
+    def r(self, x: np.ndarray) -> np.ndarray:
+        """``R(x)`` for tokens ``(n, 2 * dim)``."""
+        return self.reversible(x) if len(x) <= self.max_tokens else self.reference.r(x)
+
+    def query(self, embeddings: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Token-space queries for embeddings ``(n, dim)`` seen at positions ``(n, 3)``."""
+        if len(embeddings) > _FEW_ROWS:
+            return self.reference.query(embeddings, positions)
+        first, first_bias, second, second_bias = self._query
+        scaled = np.asarray(positions, dtype=np.float32) / self.position_scale
+        hidden = _rows_matmul(np.concatenate((np.asarray(embeddings, dtype=np.float32), scaled), axis=1), first)
+        hidden += first_bias
+        scaled_gelu(hidden)
+        out = _rows_matmul(hidden, second)
+        out += second_bias
+        return out
+
+    def decode(self, v_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(positions, descriptors)`` decoded from the second halves ``v_hat`` ``(n, dim)`` of preimages."""
+        if len(v_hat) > _FEW_ROWS:
+            return self.reference.decode(v_hat)
+        hidden = _rows_matmul(np.asarray(v_hat, dtype=np.float32), self._heads_first)
+        hidden += self._heads_first_bias
+        scaled_gelu(hidden)
+        positions = _rows_matmul(hidden[:, : self._hidden], self._position_second)
+        positions += self._position_bias
+        positions *= self.position_scale
+        descriptors = _rows_matmul(hidden[:, self._hidden :], self._descriptor_second)
+        descriptors += self._descriptor_bias
+        return positions, descriptors
+
+
+_FEW_ROWS = 4
+_SINGLE_THREAD_PRODUCT = 1 << 17  # m * n * k of a matmul; by default OpenBLAS starts threads from 2**18
+
+
+def _rows_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` for a few rows of ``a``, as one matrix-vector product per row."""
+    return (a[:, None, :] @ b)[:, 0]
+
+
+def _folded_mlp(mlp: _MLP) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(s W1^T, s b1, W2^T / (2 s), b2)`` of an :class:`_MLP`, for :func:`scaled_gelu` activations."""
+    scale = GELU_SCALE
+    first, second = mlp.first, mlp.second
+    return first.weight.T * scale, first.bias * scale, second.weight.T * (0.5 / scale), second.bias
+
+
+def _array(tensor: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(tensor.detach().cpu().numpy(), dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -161,33 +319,37 @@ class LongTermMemory:
         return len(self.index) + sum(1 for key in self._pending if key not in self.index)
 
     def write(self, keys: np.ndarray, embeddings: np.ndarray) -> None:
-        """Write one embedding per key (rows of ``embeddings`` ``(n, dim)``), in order."""
-        keys = np.asarray(keys, dtype=np.int64).reshape(-1)
-        embeddings = np.asarray(embeddings, dtype=np.float32).reshape(len(keys), self.dim)
+        """Write one embedding per key (rows of ``embeddings`` ``(n, dim)``; one ``(dim,)`` vector is written
+        to every key), in order."""
+        keys = np.asarray(keys, dtype=np.int64).reshape(-1).tolist()
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        rows = [embeddings] * len(keys) if embeddings.ndim == 1 else embeddings.reshape(len(keys), self.dim)
         if self.config.cache_inverse:
             table = self._latest
-            for key, embedding in zip(keys.tolist(), embeddings):
-                row = table.row(key)
+            for key, embedding in zip(keys, rows):
+                row = table.row(key)  # may grow ``table.values``: index it afterwards
                 table.values[row] = embedding
                 self._pending[key] = None
         else:
-            for key, embedding in zip(keys.tolist(), embeddings):
+            for key, embedding in zip(keys, rows):
                 previous = self._current_token(key)
                 with torch.inference_mode():
                     prev = None if previous is None else torch.from_numpy(previous[None])
-                    token = self.model.write(prev, torch.from_numpy(embedding[None].copy()))
+                    token = self.model.write(prev, torch.from_numpy(embedding.reshape(1, self.dim).copy()))
                 self._pending[key] = token[0].numpy()
         if len(self._pending) >= self.config.flush_every:
             self.flush()
 
     def flush(self) -> None:
         """Compute and index the tokens of every key written since the last flush."""
-        if not self._pending:
-            return
+        if self._pending:
+            self._flush(self.model.inference())
+
+    def _flush(self, inference: NumpyInference | TorchInference) -> None:
+        """:meth:`flush` with the model's inference path in hand (there are pending keys)."""
         keys = np.fromiter(self._pending, np.int64, len(self._pending))
         if self.config.cache_inverse:
-            with torch.inference_mode():
-                tokens = self.model.r(self._cached_preimages(keys)).numpy()
+            tokens = self._fresh_tokens(keys, inference)
         else:
             tokens = np.stack([token for token in self._pending.values()])
         self.index.upsert(keys, tokens)
@@ -200,28 +362,29 @@ class LongTermMemory:
 
     def read(self, embedding: np.ndarray, position: np.ndarray, m: int | None = None) -> LTMReadout:
         """The ``m`` (default ``top_m``) tokens nearest to the query for ``(embedding, position)``, decoded."""
-        self.flush()
+        inference = self.model.inference()
+        if self._pending:
+            self._flush(inference)
         m = self.config.top_m if m is None else m
         if len(self.index) == 0 or m <= 0:
             return self._empty()
-        v = torch.from_numpy(np.asarray(embedding, dtype=np.float32).reshape(1, self.dim))
-        p = torch.from_numpy(np.asarray(position, dtype=np.float32).reshape(1, 3))
-        with torch.inference_mode():
-            query = self.model.query(v, p)[0].numpy()
-            keys, distances = self.index.search(query, m)
-            tokens = self.index.get(keys)
-            if self.config.cache_inverse:
-                preimages = self._cached_preimages(keys)
-            else:
-                preimages = self.model.r.inverse(torch.from_numpy(tokens))
-            v_hat, positions, descriptors = self.model.decode(preimages)
+        v = np.asarray(embedding, dtype=np.float32).reshape(1, self.dim)
+        p = np.asarray(position, dtype=np.float32).reshape(1, 3)
+        keys, distances = self.index.search(inference.query(v, p)[0], m)
+        tokens = self.index.get(keys)
+        if self.config.cache_inverse:
+            v_hat = self._latest_of(keys)
+        else:
+            with torch.inference_mode():
+                v_hat = self.model.r.inverse(torch.from_numpy(tokens))[:, self.dim :].numpy().copy()
+        positions, descriptors = inference.decode(v_hat)
         return LTMReadout(
             keys=keys,
             distances=distances,
             tokens=tokens,
-            embeddings=v_hat.numpy().copy(),
-            positions=positions.numpy().astype(np.float64),
-            descriptors=descriptors.numpy(),
+            embeddings=v_hat,
+            positions=positions.astype(np.float64),
+            descriptors=descriptors,
         )
 
     def memory_bytes(self) -> int:
@@ -257,10 +420,19 @@ class LongTermMemory:
             row = self._latest.row(key)
             self._latest.values[row] = values
 
-    def _cached_preimages(self, keys: np.ndarray) -> torch.Tensor:
-        """``[0 ; v]`` for ``keys`` from the cache: what ``R^-1`` returns for their tokens."""
-        latest = self._latest.values[[self._latest.rows[key] for key in keys.tolist()]]
-        return torch.from_numpy(np.concatenate([np.zeros_like(latest), latest], axis=1))
+    def _latest_of(self, keys: np.ndarray) -> np.ndarray:
+        """The latest ``v`` of each key, ``(n, dim)``: the second half of ``R^-1`` of its token."""
+        rows = self._latest.rows
+        return self._latest.values[[rows[key] for key in keys.tolist()]]
+
+    def _fresh_tokens(self, keys: np.ndarray, inference: NumpyInference | TorchInference) -> np.ndarray:
+        """``R([0 ; v])`` for the latest ``v`` of ``keys``, with R run once per distinct ``v``."""
+        latest = self._latest_of(keys)
+        distinct: dict[bytes, int] = {}
+        inverse = [distinct.setdefault(row.tobytes(), len(distinct)) for row in latest]
+        preimages = np.zeros((len(distinct), 2 * self.dim), dtype=np.float32)
+        preimages[inverse, self.dim :] = latest
+        return inference.r(preimages)[inverse]
 
     def _current_token(self, key: int) -> np.ndarray | None:
         pending = self._pending.get(key)

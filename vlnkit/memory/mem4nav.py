@@ -223,12 +223,12 @@ class Mem4NavMemory:
         self.writes += 1
         leaf = self._leaf_code(p)
         if self.octree is not None:
-            self.octree.insert(p[None], v[None], step)
+            self.octree.visit(leaf, v, step)
         node = None
         if self.graph is not None:
             d = v if descriptor is None else np.asarray(descriptor, dtype=np.float32).reshape(self.descriptor_dim)
             if c.normalize_descriptors:
-                norm = float(np.linalg.norm(d))
+                norm = float(np.sqrt(d @ d))
                 d = d / norm if norm > 0 else d
             node = self.graph.observe(d, p, instruction_cost)
         if self.stm is not None:
@@ -236,7 +236,7 @@ class Mem4NavMemory:
             self.stm.write(leaf, v, p - origin, step, frame=0 if node is None else node, object_id=object_id)
         if self.ltm is not None:
             keys = ([leaf] if self.octree is not None else []) + ([node_key(node)] if node is not None else [])
-            self.ltm.write(np.array(keys, dtype=np.int64), np.broadcast_to(v, (len(keys), c.dim)))
+            self.ltm.write(keys, v)
         return MemoryWrite(leaf=leaf if self.octree is not None else None, node=node)
 
     def retrieve(self, embedding: np.ndarray, position: np.ndarray, k: int | None = None) -> Retrieval:
@@ -358,8 +358,9 @@ class Mem4NavMemory:
         )
 
     def _from_ltm(self, readout: LTMReadout, query: np.ndarray) -> Retrieval:
-        norms = np.linalg.norm(readout.embeddings, axis=1) * max(float(np.linalg.norm(query)), 1e-12)
-        scores = (readout.embeddings @ query) / np.maximum(norms, 1e-12)
+        embeddings = readout.embeddings
+        norms = np.sqrt((embeddings * embeddings).sum(axis=1)) * max(float(np.sqrt(query @ query)), 1e-12)
+        scores = (embeddings @ query) / np.maximum(norms, 1e-12)
         return Retrieval(
             source="ltm",
             keys=readout.keys,

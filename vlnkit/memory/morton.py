@@ -82,11 +82,15 @@ def decode(codes: np.ndarray) -> np.ndarray:
     return deinterleave(codes) - BIAS
 
 
+_SPREAD_INT = [(shift, int(mask)) for shift, mask in _SPREAD]
+_COMPACT_INT = [(shift, int(mask)) for shift, mask in _COMPACT]
+
+
 def _spread_int(a: int) -> int:
     """Scalar :func:`_spread` on a Python int (cheaper than numpy for a single point)."""
     a &= (1 << BITS) - 1
-    for shift, mask in _SPREAD:
-        a = (a | (a << shift)) & int(mask)
+    for shift, mask in _SPREAD_INT:
+        a = (a | (a << shift)) & mask
     return a
 
 
@@ -101,9 +105,9 @@ def encode_cell(x: int, y: int, z: int) -> int:
 
 def _compact_int(a: int) -> int:
     """Scalar :func:`_compact` on a Python int."""
-    a &= int(_SPREAD[-1][1])
-    for shift, mask in _COMPACT:
-        a = (a ^ (a >> shift)) & int(mask)
+    a &= _SPREAD_INT[-1][1]
+    for shift, mask in _COMPACT_INT:
+        a = (a ^ (a >> shift)) & mask
     return a
 
 

@@ -125,23 +125,33 @@ class SparseOctree:
             embeddings = np.asarray(embeddings, dtype=np.float32).reshape(n, self.embedding_dim)
         step_array = None if steps is None else np.broadcast_to(np.asarray(steps, dtype=np.int64), (n,))
         if n == 1:
-            slot = self._slot.get(int(codes[0]))
-            slots = self._add_leaves(codes) if slot is None else np.array([slot])
-            self._visits[slots] += 1
-            last = np.zeros(1, dtype=np.int64)
-        else:
-            unique, first_reversed, counts = np.unique(codes[::-1], return_index=True, return_counts=True)
-            last = n - 1 - first_reversed
-            slots = np.fromiter((self._slot.get(c, -1) for c in unique.tolist()), np.int64, len(unique))
-            new = slots < 0
-            if new.any():
-                slots[new] = self._add_leaves(unique[new])
-            self._visits[slots] += counts
+            embedding = None if embeddings is None else embeddings[0]
+            self.visit(int(codes[0]), embedding, None if step_array is None else int(step_array[0]))
+            return codes
+        unique, first_reversed, counts = np.unique(codes[::-1], return_index=True, return_counts=True)
+        last = n - 1 - first_reversed
+        slots = np.fromiter((self._slot.get(c, -1) for c in unique.tolist()), np.int64, len(unique))
+        new = slots < 0
+        if new.any():
+            slots[new] = self._add_leaves(unique[new])
+        self._visits[slots] += counts
         if embeddings is not None and self.embedding_dim:
             self._embeddings[slots] = embeddings[last]
         if step_array is not None:
             self._last_step[slots] = step_array[last]
         return codes
+
+    def visit(self, code: int, embedding: np.ndarray | None = None, step: int | None = None) -> None:
+        """Record one visit to the leaf with Morton ``code`` (created if missing): :meth:`insert` for one
+        point whose code is already known."""
+        slot = self._slot.get(code)
+        if slot is None:
+            slot = int(self._add_leaves(np.array([code], dtype=np.int64))[0])
+        self._visits[slot] += 1
+        if embedding is not None and self.embedding_dim:
+            self._embeddings[slot] = embedding
+        if step is not None:
+            self._last_step[slot] = step
 
     def lookup(self, codes: np.ndarray) -> np.ndarray:
         """Storage slots of leaves by code (``-1`` where unoccupied)."""

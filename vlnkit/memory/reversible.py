@@ -13,13 +13,16 @@ sits in the coupling path (no dropout), so ``inverse(forward(x)) == x`` holds in
 
 R runs once per memory flush on a handful of tokens, where per-operator overhead dominates, so the layers
 are written as plain tensor functions over cached parameter references rather than nested module calls
-(about 1.7x faster at batch 2 on one CPU core).
+(about 1.7x faster at batch 2 on one CPU core). :class:`NumpyReversible` goes further for inference: the
+same forward pass in float32 numpy over weights folded once, with fewer and cheaper operator calls.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -161,3 +164,154 @@ class ReversibleTransformer(nn.Module):
     def _join(self, a: torch.Tensor, b: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         batch = a.shape[0] // self.seq_len
         return torch.cat((a.reshape(batch, -1), b.reshape(batch, -1)), dim=1).reshape(shape)
+
+
+# Constants as 0-d float32 arrays: the cheapest second operand for a numpy ufunc call.
+_LAYER_NORM_EPS = np.array(1e-5, dtype=np.float32)  # F.layer_norm's default, used by ReversibleTransformer
+_GELU_C1 = math.sqrt(2.0 / math.pi)
+GELU_SCALE = (_GELU_C1 * 0.044715) ** (1.0 / 3.0)  # see scaled_gelu
+_GELU_SHIFT = np.array(_GELU_C1 / GELU_SCALE, dtype=np.float32)
+_ONE = np.array(1.0, dtype=np.float32)
+_SAFE_LOGIT = 60.0  # |logit| <= 60: exp stays far inside float32's range, so softmax needs no max shift
+
+
+class _FoldedLayer(NamedTuple):
+    """One coupling layer as float32 matrices; ``qkv``, ``proj`` and ``up`` take inputs with ``seq_len``
+    one-hot position columns appended, ``down`` has its bias apart; ``bounded`` says no attention logit
+    can exceed :data:`_SAFE_LOGIT` in magnitude."""
+
+    qkv: np.ndarray
+    proj: np.ndarray
+    up: np.ndarray
+    down: np.ndarray
+    down_bias: np.ndarray
+    bounded: bool
+
+
+class NumpyReversible:
+    """``R``'s forward pass in float32 numpy: a snapshot of a :class:`ReversibleTransformer`'s weights.
+
+    The same function as :meth:`ReversibleTransformer.forward` (equal to float32 rounding, about 1e-6; the
+    tests hold it to the torch module), arranged so that a call on a few tokens makes as few numpy calls as
+    possible, since on one token each call's fixed overhead, not arithmetic, is the cost:
+
+    * the matrices are stored transposed with one extra row per sub-token position, and their inputs carry
+      a one-hot position block, so one matmul also adds the bias (for ``qkv`` the learned position bias
+      too); only the perceptron's hidden layer stays a plain contiguous array, because numpy's
+      elementwise calls on strided views cost about twice as much and GELU makes six of them;
+    * the LayerNorm scale and shift are folded into the matrix after the norm, and the attention scale
+      ``1 / sqrt(head_dim)`` into the query columns;
+    * each head's values get an extra column that is always 1, so the matmul with the unnormalised
+      attention weights ``exp(logits)`` yields the softmax denominator beside the numerator;
+    * the softmax skips subtracting the row maximum (it cancels out) in layers whose weights bound every
+      logit by 60 in magnitude (LayerNorm outputs have norm at most ``sqrt(width)``, so
+      ``|q| <= sqrt(width) * ||W_q|| + |b_q|`` and likewise for ``k``);
+    * GELU runs on pre-scaled inputs, :func:`scaled_gelu`, with its scale folded into the perceptron.
+
+    The snapshot does not follow later changes to the module's parameters; build a new one after training
+    or loading (:meth:`~vlnkit.memory.ltm.LTMModel.inference` does this by itself).
+    """
+
+    def __init__(self, model: ReversibleTransformer) -> None:
+        self.seq_len, self.width, self.heads, self.head_dim = model.seq_len, model.width, model.heads, model.head_dim
+        self.inner = self.heads * self.head_dim
+        with torch.no_grad():
+            self.layers = [self._fold(layer.tensors()) for layer in model.layers]
+        width = self.width
+        self._centre = (np.eye(width) - 1.0 / width).astype(np.float32)
+        self._mean = np.full((width, 1), 1.0 / width, dtype=np.float32)
+        self._positions: dict[int, np.ndarray] = {}
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """``R(x)`` for float32 tokens ``x`` of shape ``(n, 2 * dim)``."""
+        s, w, heads, d, inner = self.seq_len, self.width, self.heads, self.head_dim, self.inner
+        x = np.asarray(x, dtype=np.float32)
+        batch = len(x)
+        rows = batch * s
+        halves = x.reshape(batch, 2, s * w)
+        x1 = halves[:, 0].reshape(rows, w).copy()
+        x2 = halves[:, 1].reshape(rows, w).copy()
+        positions = self._positions.get(batch)
+        if positions is None:
+            positions = self._positions[batch] = np.tile(np.eye(s, dtype=np.float32), (batch, 1))
+        normed = np.empty((rows, w + s), dtype=np.float32)
+        mixed = np.empty((rows, inner + s), dtype=np.float32)
+        normed[:, w:] = mixed[:, inner:] = positions
+        normed_out = normed[:, :w]
+        heads_out = mixed[:, :inner].reshape(batch, s, heads, d).transpose(0, 2, 1, 3)
+        for layer in self.layers:
+            self._normalise(x2, normed_out)
+            qkv = normed @ layer.qkv
+            q = qkv[:, :inner].reshape(batch, s, heads, d).transpose(0, 2, 1, 3)
+            k = qkv[:, inner : 2 * inner].reshape(batch, s, heads, d).transpose(0, 2, 3, 1)
+            v = qkv[:, 2 * inner :].reshape(batch, s, heads, d + 1).transpose(0, 2, 1, 3)
+            weights = q @ k
+            if not layer.bounded:
+                weights -= weights.max(axis=-1, keepdims=True)
+            np.exp(weights, out=weights)
+            attended = weights @ v
+            np.divide(attended[..., :d], attended[..., d:], out=heads_out)
+            x1 += mixed @ layer.proj
+            self._normalise(x1, normed_out)
+            hidden = normed @ layer.up
+            scaled_gelu(hidden)
+            x2 += hidden @ layer.down
+            x2 += layer.down_bias
+        return np.concatenate((x1.reshape(batch, -1), x2.reshape(batch, -1)), axis=1)
+
+    def _normalise(self, x: np.ndarray, out: np.ndarray) -> None:
+        """LayerNorm of ``x`` without its affine part (folded into the next matrix), written into ``out``."""
+        centred = x @ self._centre
+        deviation = (centred * centred) @ self._mean
+        deviation += _LAYER_NORM_EPS
+        np.sqrt(deviation, out=deviation)
+        np.divide(centred, deviation, out=out)
+
+    def _fold(self, t: _Tensors) -> _FoldedLayer:
+        """Fold one layer's parameters (in float64, then rounded once to float32)."""
+        s, w, heads, d, inner = self.seq_len, self.width, self.heads, self.head_dim, self.inner
+        p = _Tensors(*(tensor.detach().to("cpu", torch.float64).numpy() for tensor in t))
+        qkv_t = p.qkv_weight.T
+        qkv = np.vstack([p.attn_norm_weight[:, None] * qkv_t, p.attn_norm_bias @ qkv_t + p.qkv_bias + p.position])
+        qkv[:, :inner] /= math.sqrt(d)
+        values = np.concatenate([qkv[:, 2 * inner :].reshape(w + s, heads, d), np.zeros((w + s, heads, 1))], axis=2)
+        values[w:, :, d] = 1.0
+        bounded = _logit_bound(qkv[:, :inner], qkv[:, inner : 2 * inner], w, heads, d) <= _SAFE_LOGIT
+        qkv = np.hstack([qkv[:, : 2 * inner], values.reshape(w + s, -1)])
+        proj = np.vstack([p.proj_weight.T, np.tile(p.proj_bias, (s, 1))])
+        up_t = p.up_weight.T
+        up = np.vstack([p.mlp_norm_weight[:, None] * up_t, np.tile(p.mlp_norm_bias @ up_t + p.up_bias, (s, 1))])
+        up *= GELU_SCALE
+        down = p.down_weight.T * (0.5 / GELU_SCALE)
+        matrices = (np.ascontiguousarray(a, dtype=np.float32) for a in (qkv, proj, up, down, p.down_bias))
+        return _FoldedLayer(*matrices, bounded=bool(bounded))
+
+
+def _logit_bound(queries: np.ndarray, keys: np.ndarray, width: int, heads: int, head_dim: int) -> float:
+    """Largest ``|q . k|`` any input can produce, from folded query and key matrices ``(width + seq_len,
+    heads * head_dim)`` (LayerNorm rows first, then one bias row per position)."""
+    radius = math.sqrt(width)
+    bound = 0.0
+    for h in range(heads):
+        columns = slice(h * head_dim, (h + 1) * head_dim)
+        largest = []
+        for matrix in (queries[:, columns], keys[:, columns]):
+            gain = np.linalg.norm(matrix[:width], 2)
+            largest.append(radius * gain + np.linalg.norm(matrix[width:], axis=1).max())
+        bound = max(bound, largest[0] * largest[1])
+    return bound
+
+
+def scaled_gelu(g: np.ndarray) -> None:
+    """``g <- g * (1 + tanh(g * (g**2 + a)))`` in place, which is ``2 * s * gelu_tanh(g / s)``.
+
+    With ``s = (0.044715 * sqrt(2 / pi)) ** (1 / 3)`` and ``a = sqrt(2 / pi) / s`` this is torch's tanh GELU,
+    ``0.5 * h * (1 + tanh(sqrt(2 / pi) * (h + 0.044715 * h**3)))``, of ``h = g / s``, doubled and scaled:
+    callers multiply the layer before by ``s`` and the layer after by ``0.5 / s`` (6 numpy calls instead of 8).
+    """
+    u = g * g
+    u += _GELU_SHIFT
+    u *= g
+    np.tanh(u, out=u)
+    u += _ONE
+    g *= u

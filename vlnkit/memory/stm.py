@@ -104,7 +104,7 @@ class ShortTermMemory:
         self._p_rel[slot] = p_rel
         self._frames[slot] = frame
         self._embeddings[slot] = embedding
-        norm = float(np.linalg.norm(embedding))
+        norm = float(np.sqrt(embedding @ embedding))
         self._unit[slot] = embedding / norm if norm > 0 else 0.0
         self._steps[slot] = step
         return evicted
@@ -126,8 +126,12 @@ class ShortTermMemory:
         k = self.top_k if k is None else k
         eps = self.eps if eps is None else eps
         position = np.asarray(position, dtype=np.float64).reshape(3)
-        origins = np.zeros((self.capacity, 3))
-        if frame_origins is not None:
+        if frame_origins is None or len(self) == 0:
+            origins = np.zeros((self.capacity, 3))
+        elif len(self) == self.capacity:  # every slot holds an entry: no mask needed
+            origins = np.asarray(frame_origins, dtype=np.float64)[self._frames]
+        else:
+            origins = np.zeros((self.capacity, 3))
             origins[self._valid] = np.asarray(frame_origins, dtype=np.float64)[self._frames[self._valid]]
         offsets = self._p_rel - (position - origins)
         near = self._valid & (np.einsum("ij,ij->i", offsets, offsets) <= eps * eps)
@@ -135,7 +139,7 @@ class ShortTermMemory:
         if len(slots) == 0 or k <= 0:
             return self._hits(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32), origins)
         query = np.asarray(embedding, dtype=np.float32).reshape(self.dim)
-        norm = float(np.linalg.norm(query))
+        norm = float(np.sqrt(query @ query))
         cosines = self._unit[slots] @ (query / norm if norm > 0 else query)
         order = np.argsort(-cosines, kind="stable")[:k]
         slots, cosines = slots[order], cosines[order]
