@@ -8,6 +8,7 @@
     vlnkit bench continuous                      print rendering / stepping / geodesic speed as one JSON line
     vlnkit bench memory [--sizes 1000,...]      print Mem4Nav memory latency as one JSON line
     vlnkit train ltm [key=value ...]            pre-train the Mem4Nav long-term memory
+    vlnkit train clip [key=value ...]           train the small CLIP-style scorer on synthetic renders
     vlnkit serve-llm [--port 8765] [--model GGUF] the local OpenAI-compatible LLM server (llama.cpp)
     vlnkit leaderboard RUN... [--out DIR]        rank finished runs; Markdown and CSV
     vlnkit report RUN                            a self-contained HTML report of a run
@@ -169,6 +170,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_clip(args: argparse.Namespace) -> int:
+    from vlnkit.config import load_config
+    from vlnkit.perception.scorers.training import train_clip
+
+    print(json.dumps(train_clip(load_config("train_clip", args.overrides))))
+    return 0
+
+
 def _cmd_serve_llm(args: argparse.Namespace) -> int:
     from vlnkit.agents.llm.server import serve_llm
 
@@ -226,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = train.add_parser("ltm", help="pre-train the Mem4Nav long-term memory (overrides of configs/train_ltm.yaml)")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=_cmd_train_ltm)
+    p = train.add_parser("clip", help="train the CLIP-style image-text scorer (overrides of configs/train_clip.yaml)")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=_cmd_train_clip)
 
     p = sub.add_parser("leaderboard", help="rank finished runs and write leaderboard.md / leaderboard.csv")
     p.add_argument("runs", nargs="+", help="run folders (each with metrics.json)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from omegaconf import DictConfig, OmegaConf
@@ -22,8 +22,9 @@ class Agent(Protocol):
     def reset(self, observation: dict[str, Any], info: dict[str, Any], seed: int) -> None:
         """Start an episode; ``seed`` makes any randomness of the episode reproducible."""
 
-    def act(self, observation: dict[str, Any], info: dict[str, Any] | None = None) -> int:
-        """The next action for ``observation``."""
+    def act(self, observation: dict[str, Any], info: dict[str, Any] | None = None) -> int | Mapping[str, Any]:
+        """The next action for ``observation``: an action id, or for a parameterised action (VLN-CE's
+        ``GO_TOWARD_POINT``) a mapping with ``action`` and its parameters."""
 
 
 AgentFactory = Callable[[DictConfig, int], Agent]

@@ -34,13 +34,14 @@ import signal
 import sys
 import traceback
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Protocol
 
 import gymnasium
+import numpy as np
 from omegaconf import OmegaConf
 
 import vlnkit  # noqa: F401  (registers the environments)
@@ -90,9 +91,9 @@ def rollout(task: EvalTask, env: gymnasium.Env, agent: Agent, episode: Any, seed
     actions: list[int] = []
     done = terminated = False
     while not done:
-        action = int(agent.act(obs, info if agent.uses_info else None))
+        action = agent.act(obs, info if agent.uses_info else None)
         obs, _, terminated, truncated, info = env.step(action)
-        actions.append(action)
+        actions.append(action_id(action))
         trace.append(task.trace(info))
         done = terminated or truncated
     record = {**task.finish(env, episode, trace, actions), "stopped": bool(terminated)}
@@ -100,6 +101,19 @@ def rollout(task: EvalTask, env: gymnasium.Env, agent: Agent, episode: Any, seed
     if callable(stats):
         record["agent_stats"] = stats()
     return record
+
+
+def action_id(action: Any) -> int:
+    """The id of an agent's action: a plain id, or the ``action`` entry of a parameterised one (VLN-CE's
+    ``GO_TOWARD_POINT`` as ``{"action", "distance", "angle"}``)."""
+    if isinstance(action, Mapping):
+        return int(np.asarray(action["action"]).reshape(-1)[0])
+    return int(action)
+
+
+def num_actions(space: gymnasium.Space) -> int:
+    """How many action ids an action space has (a ``Dict`` space's ``action`` entry)."""
+    return int(space["action"].n if isinstance(space, gymnasium.spaces.Dict) else space.n)
 
 
 def import_modules(names: Sequence[str]) -> None:
@@ -128,7 +142,7 @@ class EpisodeWorker:
         self.task = get_task(str(cfg.task.get("kind", "street")))
         self.env = env if env is not None else self.task.make_env(cfg, Path(spec.data_dir))
         self.agent = agent if agent is not None else create(
-            str(cfg.agent.name), cfg.agent, num_actions=int(self.env.action_space.n)
+            str(cfg.agent.name), cfg.agent, num_actions=num_actions(self.env.action_space)
         )
         self.episodes = {str(ep.episode_id): ep for ep in self.task.episodes(self.env)}
 

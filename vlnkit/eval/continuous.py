@@ -98,6 +98,8 @@ class ContinuousTask:
             panorama=bool(task.get("panorama", False)),
             success_distance=float(task.success_distance),
             max_steps=int(task.max_steps),
+            go_toward_point=bool(task.get("go_toward_point", False)),
+            max_point_distance=float(task.get("max_point_distance", 5.0)),
             backend=str(task.get("backend", "mesh")),
         )
         return env.unwrapped

@@ -1,0 +1,83 @@
+"""View-selection accuracy of each image-text scorer backend on held-out synthetic views.
+
+    python benchmarks/vlncm_views.py [--houses-seed 0 --houses-count 4] [--places 30]
+        [--synth-clip runs/clip/tiny_clip.pt] [--clip-dir DIR | --tiny-random-clip]
+
+The views are 12-view panoramas (224 x 224, as the VLN-CE environment renders them) at random floor points
+of the ``val_unseen`` scenes of the synthetic houses release ``(houses-seed, houses-count)``, houses that
+``vlnkit train clip`` never sees (it trains on another seed). Each question names an object or room
+visible in the panorama as instructions do ("the red couch"); the answer is the view where it covers the
+most pixels (:func:`vlnkit.perception.scorers.synthetic.selection_queries`). Reported per backend:
+top-1 accuracy (``exact``) and within one view (30 degrees), next to chance. Backends: ``semantic``
+(simulator labels + all-MiniLM-L6-v2), ``synth_clip`` (when its weights exist), ``clip`` (with a local
+CLIP folder, or ``--tiny-random-clip``: an untrained 2-layer CLIP, the floor any real weights should beat).
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from vlnkit.perception.scorers import ImageTextScorer, create_scorer
+from vlnkit.perception.scorers.synthetic import selection_accuracy, selection_queries
+from vlnkit.perception.scorers.training import heldout_places
+
+
+def tiny_random_clip(folder: Path) -> Path:
+    """Write an untrained 2-layer CLIP with a byte-level tokenizer to ``folder`` (offline)."""
+    import torch
+    from tokenizers import pre_tokenizers
+    from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {t: i for i, t in enumerate(["<|startoftext|>", "<|endoftext|>", *symbols, *(s + "</w>" for s in symbols)])}
+    text = dict(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    vision = dict(image_size=64, patch_size=16, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=2)
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).save_pretrained(folder)
+    processor = CLIPProcessor(image_processor=CLIPImageProcessorPil(size={"shortest_edge": 64},
+                                                                     crop_size={"height": 64, "width": 64}),
+                              tokenizer=CLIPTokenizer(vocab=vocab, merges=[]))
+    processor.save_pretrained(folder)
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--houses-seed", type=int, default=0)
+    parser.add_argument("--houses-count", type=int, default=4)
+    parser.add_argument("--places", type=int, default=30, help="panoramas per held-out scene")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--synth-clip", default="runs/clip/tiny_clip.pt", help="weights from `vlnkit train clip`")
+    parser.add_argument("--clip-dir", default=None, help="a local CLIP folder (save_pretrained layout)")
+    parser.add_argument("--tiny-random-clip", action="store_true", help="score an untrained tiny CLIP as `clip`")
+    args = parser.parse_args()
+
+    places = heldout_places(args.houses_seed, args.houses_count, args.places, 224, args.seed)
+    queries = selection_queries(places)
+    with tempfile.TemporaryDirectory() as tmp:
+        scorers: dict[str, ImageTextScorer] = {"semantic": create_scorer("semantic")}
+        if Path(args.synth_clip).is_file():
+            scorers["synth_clip"] = create_scorer("synth_clip", weights=args.synth_clip)
+        if args.clip_dir or args.tiny_random_clip:
+            folder = Path(args.clip_dir) if args.clip_dir else tiny_random_clip(Path(tmp))
+            scorers["clip"] = create_scorer("clip", model_dir=folder)
+        out: dict[str, Any] = {"panoramas": len(places), "queries": len(queries)}
+        for name, scorer in scorers.items():
+            started = time.perf_counter()
+            result = selection_accuracy(scorer, places, queries)
+            out[name] = {**{k: round(v, 4) for k, v in result.items()},
+                         "ms_per_panorama": round(1000 * (time.perf_counter() - started) / max(len(places), 1), 1)}
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
