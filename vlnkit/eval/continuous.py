@@ -27,6 +27,7 @@ from vlnkit.envs.continuous import ENV_ID
 from vlnkit.envs.continuous.env import STOP, VLNCEEnv
 from vlnkit.envs.datasets import VLNCEEpisode, write_r2r_ce_submission, write_rxr_ce_submission
 from vlnkit.eval.metrics import continuous_metrics
+from vlnkit.eval.report import metrics_table
 
 TABLE_COLUMNS = (
     ("path_length", "TL", 1.0),
@@ -44,12 +45,7 @@ TABLE_COLUMNS = (
 
 def continuous_metrics_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
     """A Markdown table of continuous-task metrics, one row per named run."""
-    header = "| run | " + " | ".join(label for _, label, _ in TABLE_COLUMNS) + " | episodes |"
-    lines = [header, "|" + "---|" * (len(TABLE_COLUMNS) + 2)]
-    for name, m in rows.items():
-        cells = [f"{float(m[key]) * scale:.2f}" for key, _, scale in TABLE_COLUMNS]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {int(m['num_episodes'])} |")
-    return "\n".join(lines)
+    return metrics_table(rows, TABLE_COLUMNS)
 
 
 def _scenes_dir(cfg: DictConfig) -> str | None:

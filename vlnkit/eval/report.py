@@ -30,12 +30,15 @@ TABLE_COLUMNS = (
 )
 
 
-def metrics_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
-    """A Markdown table, one row per named run; fractions are shown as percentages like the papers."""
-    header = "| run | " + " | ".join(label for _, label, _ in TABLE_COLUMNS) + " | episodes |"
-    lines = [header, "|" + "---|" * (len(TABLE_COLUMNS) + 2)]
+def metrics_table(
+    rows: Mapping[str, Mapping[str, Any]], columns: Sequence[tuple[str, str, float]] = TABLE_COLUMNS
+) -> str:
+    """A Markdown table, one row per named run; ``columns`` are ``(metric key, label, scale)`` (the street
+    columns by default, where fractions are shown as percentages like the papers)."""
+    header = "| run | " + " | ".join(label for _, label, _ in columns) + " | episodes |"
+    lines = [header, "|" + "---|" * (len(columns) + 2)]
     for name, m in rows.items():
-        cells = [f"{float(m[key]) * scale:.2f}" for key, _, scale in TABLE_COLUMNS]
+        cells = [f"{float(m[key]) * scale:.2f}" for key, _, scale in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {int(m['num_episodes'])} |")
     return "\n".join(lines)
 

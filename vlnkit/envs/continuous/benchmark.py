@@ -17,25 +17,15 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import gymnasium
 import numpy as np
 
+from vlnkit.envs.street.benchmark import timed_rate
+
 BENCH_TRIANGLES = 100_000
-
-
-def _rate(step: Callable[[], int], seconds: float) -> float:
-    """Call ``step`` (returning how many units it did) for about ``seconds``; units per second."""
-    done = 0
-    start = time.perf_counter()
-    while True:
-        done += step()
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            return done / elapsed
 
 
 def _env_rate(env: gymnasium.Env, seed: int, seconds: float) -> float:
@@ -52,7 +42,7 @@ def _env_rate(env: gymnasium.Env, seed: int, seconds: float) -> float:
         return 20
 
     env.step(1)
-    return _rate(chunk, seconds)
+    return timed_rate(chunk, seconds)
 
 
 def heavy_house_glb(path: Path, seed: int = 0, triangles: int = BENCH_TRIANGLES) -> int:
@@ -108,7 +98,7 @@ def run_continuous_benchmark(seconds: float = 3.0, seed: int = 0) -> dict[str, A
             return 1
 
         panorama()
-        panoramas = _rate(panorama, seconds)
+        panoramas = timed_rate(panorama, seconds)
 
         goal = points[0]
         backend.geodesic_distance(points[1], [goal])

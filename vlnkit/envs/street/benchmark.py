@@ -13,6 +13,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium
@@ -23,8 +24,8 @@ from vlnkit.envs.street.navigator import BatchedNavigator
 from vlnkit.envs.street.panorama import FeatureArraySource, SceneFeatureSource
 
 
-def _timed_loop(step: Any, seconds: float) -> float:
-    """Call ``step`` (which returns how many steps it did) for about ``seconds``; steps per second."""
+def timed_rate(step: Callable[[], int], seconds: float) -> float:
+    """Call ``step`` (which returns how many units it did) for about ``seconds``; units per second."""
     done = 0
     start = time.perf_counter()
     while True:
@@ -49,7 +50,7 @@ def _env_rate(env: gymnasium.Env, seed: int, seconds: float) -> float:
                 env.reset()
         return 1000
 
-    return _timed_loop(chunk, seconds)
+    return timed_rate(chunk, seconds)
 
 
 def run_street_benchmark(data_dir: str | Path | None = None, seconds: float = 3.0, batch: int = 1024,
@@ -96,7 +97,7 @@ def run_street_benchmark(data_dir: str | Path | None = None, seconds: float = 3.
         tick[0] += 1
         return batch
 
-    batched_rate = _timed_loop(batched_step, seconds)
+    batched_rate = timed_rate(batched_step, seconds)
     return {
         "data_dir": str(data_dir),
         "nodes": graph.num_nodes,
