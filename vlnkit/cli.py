@@ -9,6 +9,8 @@
     vlnkit bench memory [--sizes 1000,...]      print Mem4Nav memory latency as one JSON line
     vlnkit train ltm [key=value ...]            pre-train the Mem4Nav long-term memory
     vlnkit train clip [key=value ...]           train the small CLIP-style scorer on synthetic renders
+    vlnkit train policy [key=value ...]         imitation-train the multimodal policy on the synthetic city
+    vlnkit ablate [key=value ...]               agent x memory variant x seeds; table (Markdown, CSV) and plot
     vlnkit serve-llm [--port 8765] [--model GGUF] the local OpenAI-compatible LLM server (llama.cpp)
     vlnkit leaderboard RUN... [--out DIR]        rank finished runs; Markdown and CSV
     vlnkit report RUN                            a self-contained HTML report of a run
@@ -178,6 +180,23 @@ def _cmd_train_clip(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_policy(args: argparse.Namespace) -> int:
+    from vlnkit.agents.policy.train import train_policy
+    from vlnkit.config import load_config
+
+    print(json.dumps(train_policy(load_config("train_policy", args.overrides))))
+    return 0
+
+
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from vlnkit.config import load_config
+    from vlnkit.eval.ablation import run_ablation
+
+    out = run_ablation(load_config("ablate", args.overrides), args.overrides)
+    print((Path(out) / "ablation.md").read_text())
+    return 0
+
+
 def _cmd_serve_llm(args: argparse.Namespace) -> int:
     from vlnkit.agents.llm.server import serve_llm
 
@@ -238,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = train.add_parser("clip", help="train the CLIP-style image-text scorer (overrides of configs/train_clip.yaml)")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=_cmd_train_clip)
+    p = train.add_parser("policy", help="imitation-train the multimodal policy (overrides of configs/train_policy.yaml)")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=_cmd_train_policy)
+
+    p = sub.add_parser("ablate", help="memory ablation: agents x memory variants x seeds (overrides of configs/ablate.yaml)")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=_cmd_ablate)
 
     p = sub.add_parser("leaderboard", help="rank finished runs and write leaderboard.md / leaderboard.csv")
     p.add_argument("runs", nargs="+", help="run folders (each with metrics.json)")

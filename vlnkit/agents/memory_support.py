@@ -1,0 +1,137 @@
+"""What the agents that own a Mem4Nav memory share: the memory built from an agent config, the release
+whose panorama categories they perceive, and the encoding of a panorama view written into memory.
+
+Agent configs name the memory the same way (``configs/agent/*.yaml`` and the ``memory`` config group):
+``memory`` is the variant (``full``, ``none``, ``stm``, ``ltm``, ``octree``, ``graph``; see
+:meth:`vlnkit.memory.Mem4NavConfig.variant`), ``memory_overrides`` sets any other
+:class:`~vlnkit.memory.Mem4NavConfig` key (``{stm: {capacity: 32}, ltm: {top_m: 5}, tau: 0.8, graph:
+{delta: 0.5}}``), ``memory_seed`` seeds the LTM model's initialisation and ``ltm_weights`` loads trained
+LTM weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from vlnkit.memory import Mem4NavConfig, Mem4NavMemory
+
+
+def release_dir(cfg: DictConfig | Mapping[str, Any]) -> Path:
+    """The street release an agent config points at: ``release_dir`` when set, else the built-in synthetic
+    city ``(city_seed, city_size)``."""
+    release = cfg.get("release_dir")
+    if release:
+        return Path(str(release)).expanduser()
+    from vlnkit.envs.synth import default_city
+
+    return default_city(int(cfg.get("city_seed", 0) or 0), str(cfg.get("city_size", "small") or "small"))
+
+
+@lru_cache(maxsize=8)
+def _scene_categories(scene: str) -> tuple[str, ...]:
+    from vlnkit.envs.street.panorama import SceneFeatureSource
+
+    return tuple(SceneFeatureSource(scene).categories)
+
+
+def feature_categories(release: str | Path) -> list[str]:
+    """Names of the panorama feature columns of a release (the categories of its ``graph/scene.jsonl``)."""
+    scene = Path(release).expanduser() / "graph" / "scene.jsonl"
+    if not scene.is_file():
+        raise FileNotFoundError(f"{scene} does not exist: the agent needs the release's scene file for its categories")
+    return list(_scene_categories(str(scene.resolve())))
+
+
+def build_memory(variant: str, dim: int, overrides: Mapping[str, Any] | None = None, seed: int = 0,
+                 ltm_weights: str | Path | None = None, descriptor_dim: int | None = None) -> Mem4NavMemory:
+    """A Mem4Nav memory of the named variant for embeddings of size ``dim`` (graph descriptors of size
+    ``descriptor_dim``, default ``dim``); ``overrides`` set other config keys; the LTM model is initialised
+    from ``seed`` and loads ``ltm_weights`` when given."""
+    settings = {**dict(overrides or {}), "dim": int(dim)}
+    if descriptor_dim is not None:
+        settings["descriptor_dim"] = int(descriptor_dim)
+    config = Mem4NavConfig.variant(variant, **settings)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        memory = Mem4NavMemory(config)
+    if ltm_weights and memory.ltm is not None:
+        memory.load_ltm_weights(Path(str(ltm_weights)).expanduser())
+    return memory
+
+
+def memory_from_config(cfg: DictConfig | Mapping[str, Any], dim: int,
+                       descriptor_dim: int | None = None) -> Mem4NavMemory:
+    """The memory an agent config describes (keys ``memory``, ``memory_overrides``, ``memory_seed``,
+    ``ltm_weights``)."""
+    overrides = cfg.get("memory_overrides") or {}
+    if isinstance(overrides, DictConfig):
+        overrides = OmegaConf.to_container(overrides, resolve=True)
+    return build_memory(
+        str(cfg.get("memory", "full")),
+        dim,
+        overrides,
+        int(cfg.get("memory_seed", 0) or 0),
+        cfg.get("ltm_weights"),
+        descriptor_dim,
+    )
+
+
+def heading_shift(heading: float, sectors: int) -> int:
+    """How many sectors an egocentric sector array is rolled from the north-aligned one (the rounding of
+    :class:`vlnkit.envs.street.panorama.SceneFeatureSource`)."""
+    return int((float(heading) % 360.0) * sectors / 360.0 + 0.5) % sectors
+
+
+class ViewCodec:
+    """Panorama sector features <-> memory vectors.
+
+    An observation's panorama is ``(sectors, categories)`` with sector 0 facing the agent's heading. The
+    memory **embedding** is the north-aligned view (so a place looks the same from any heading, and a
+    revisit from the other direction still matches by cosine) followed by ``heading_weight`` times a
+    one-hot code of the heading's sector (so the egocentric view, and with it which side a landmark was
+    on, can be decoded back). The graph **descriptor** is the north-aligned view alone.
+    """
+
+    def __init__(self, sectors: int, categories: int, heading_weight: float = 0.3) -> None:
+        self.sectors = int(sectors)
+        self.categories = int(categories)
+        self.heading_weight = float(heading_weight)
+
+    @property
+    def dim(self) -> int:
+        """Embedding size: the view plus the heading code."""
+        return self.sectors * self.categories + self.sectors
+
+    @property
+    def descriptor_dim(self) -> int:
+        """Descriptor size: the view."""
+        return self.sectors * self.categories
+
+    def absolute(self, panorama: np.ndarray, heading: float) -> np.ndarray:
+        """The north-aligned ``(sectors, categories)`` view of an egocentric panorama."""
+        view = np.asarray(panorama, dtype=np.float32).reshape(self.sectors, self.categories)
+        return np.roll(view, heading_shift(heading, self.sectors), axis=0)
+
+    def embed(self, panorama: np.ndarray, heading: float) -> np.ndarray:
+        """The memory embedding of a view seen at ``heading``."""
+        code = np.zeros(self.sectors, dtype=np.float32)
+        code[heading_shift(heading, self.sectors)] = self.heading_weight
+        return np.concatenate([self.absolute(panorama, heading).reshape(-1), code])
+
+    def descriptor(self, panorama: np.ndarray, heading: float) -> np.ndarray:
+        """The graph descriptor (north-aligned view, flattened)."""
+        return self.absolute(panorama, heading).reshape(-1)
+
+    def egocentric(self, embedding: np.ndarray) -> np.ndarray:
+        """The egocentric ``(sectors, categories)`` view an embedding was made from (at its own scale)."""
+        embedding = np.asarray(embedding, dtype=np.float32).reshape(-1)
+        view = embedding[: self.descriptor_dim].reshape(self.sectors, self.categories)
+        shift = int(np.argmax(embedding[self.descriptor_dim:]))
+        return np.roll(view, -shift, axis=0)

@@ -1,0 +1,131 @@
+"""The multimodal policy agent (FLAME-style, :mod:`vlnkit.agents.policy.model`) with Mem4Nav memory
+tokens, registered as ``policy``.
+
+Each step the agent embeds the panorama, asks its memory with the policy's query
+``Linear([h_{t-1} ; mean visual token])`` (the memory's retrieval policy: STM, else LTM top-m), feeds the
+retrieved entries to the policy as memory tokens (unless ``memory_tokens`` is off or the memory variant is
+``none``), takes the most likely action, and writes the view into the memory. It needs a checkpoint from
+``vlnkit train policy`` (``checkpoint``); the memory variant and its settings come from the agent config
+like every memory agent's (:mod:`vlnkit.agents.memory_support`). ``info`` is never read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from vlnkit.agents.base import register
+from vlnkit.agents.memory_support import ViewCodec, memory_from_config
+from vlnkit.agents.policy.features import EXTRA_MEMORY_FEATURES, Vocabulary, link_bins, memory_features, strided_history
+from vlnkit.agents.policy.model import FlamePolicy
+from vlnkit.agents.policy.train import load_policy
+from vlnkit.config import config_dir
+from vlnkit.memory import Mem4NavMemory
+
+
+class PolicyAgent:
+    """Runs a trained :class:`FlamePolicy` greedily, with memory tokens from its own Mem4Nav memory.
+
+    Args:
+        model: the trained policy.
+        vocabulary: its instruction vocabulary.
+        codec: panorama -> memory embedding (the one the policy was trained with).
+        memory: the agent's Mem4Nav memory.
+        num_actions: the environment's action count (actions the policy was not trained on are never taken).
+        memory_tokens: whether retrieved entries reach the policy.
+    """
+
+    uses_info = False
+
+    def __init__(self, model: FlamePolicy, vocabulary: Vocabulary, codec: ViewCodec, memory: Mem4NavMemory,
+                 num_actions: int, memory_tokens: bool = True) -> None:
+        self.model = model.eval()
+        self.vocabulary = vocabulary
+        self.codec = codec
+        self.memory = memory
+        self.num_actions = min(int(num_actions), model.config.num_actions)
+        c = memory.config
+        self.memory_tokens = bool(memory_tokens) and (c.use_stm or c.use_ltm or c.use_octree or c.use_graph)
+        self._instruction: torch.Tensor | None = None
+
+    def reset(self, observation: dict[str, Any], info: dict[str, Any] | None, seed: int) -> None:
+        """Encode the instruction and empty the memory and the history (``info`` is not read)."""
+        c = self.model.config
+        words = torch.from_numpy(self.vocabulary.encode(str(observation["instruction"]), c.max_words))[None]
+        with torch.inference_mode():
+            self._instruction = self.model.encode_instruction(words)
+        self.memory.reset()
+        self.hidden = torch.zeros(1, c.d_model)
+        self.previous = self.model.no_action
+        self.summaries: list[torch.Tensor] = []
+        self.steps = 0
+
+    def act(self, observation: dict[str, Any], info: dict[str, Any] | None = None) -> int:
+        """The policy's most likely action for this observation."""
+        if self._instruction is None:
+            raise RuntimeError("call reset() before act()")
+        c = self.model.config
+        heading = float(np.asarray(observation["heading"]).reshape(-1)[0])
+        position = np.array([*np.asarray(observation["position"], dtype=np.float64).reshape(-1)[:2], 0.0])
+        panorama_np = np.asarray(observation["panorama"], dtype=np.float32)
+        panorama = torch.from_numpy(panorama_np)[None]
+        links = torch.from_numpy(link_bins(observation["links"], heading, c.sectors))[None]
+        previous = torch.tensor([self.previous])
+        embedding = self.codec.embed(panorama_np, heading)
+        with torch.inference_mode():
+            visual = self.model.visual_tokens(panorama, links)
+            query = self.model.memory_query(self.hidden, visual)
+            rows = np.zeros((c.memory_tokens, c.memory_dim + EXTRA_MEMORY_FEATURES), dtype=np.float32)
+            if self.memory_tokens and self.memory.writes:
+                found = self.memory.retrieve(query[0].numpy(), position, k=c.memory_tokens)
+                rows = memory_features(found, position, heading, self.steps, c.memory_tokens, c.memory_dim)
+            chosen = strided_history(self.steps, c.recent, c.stride)
+            if chosen:
+                history = torch.stack([self.summaries[i] for i in chosen], dim=1)
+            else:
+                history = torch.zeros(1, 0, c.d_model)
+            ages = torch.tensor([self.steps - i for i in chosen], dtype=torch.long)
+            logits, self.hidden = self.model.step(
+                self._instruction, visual, history, ages, torch.zeros(1, len(chosen), dtype=torch.bool),
+                torch.from_numpy(rows)[None], query, self.hidden, previous,
+            )
+            self.summaries.append(self.model.summary(panorama, links, previous))
+        if self.memory_tokens:
+            self.memory.write(embedding, position, self.steps, descriptor=self.codec.descriptor(panorama_np, heading))
+        action = int(torch.argmax(logits[0, : self.num_actions]))
+        self.previous = action
+        self.steps += 1
+        return action
+
+
+def agent_config(cfg: DictConfig | dict[str, Any] | None = None) -> DictConfig:
+    """``configs/agent/policy.yaml`` with ``cfg`` merged over it (unknown keys raise, except inside
+    ``memory_overrides``, which :class:`~vlnkit.memory.Mem4NavConfig` checks)."""
+    defaults = OmegaConf.load(Path(config_dir()) / "agent" / "policy.yaml")
+    OmegaConf.set_struct(defaults, True)
+    OmegaConf.set_struct(defaults.memory_overrides, False)
+    given = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
+    merged = OmegaConf.merge(defaults, given)
+    OmegaConf.resolve(merged)
+    return merged
+
+
+def build_policy_agent(cfg: DictConfig | dict[str, Any] | None = None, num_actions: int = 4) -> PolicyAgent:
+    """A :class:`PolicyAgent` from an agent config (see ``configs/agent/policy.yaml``)."""
+    cfg = agent_config(cfg)
+    path = Path(str(cfg.checkpoint)).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"no policy checkpoint at {path}; train one with `vlnkit train policy out={path}`")
+    model, vocabulary, meta = load_policy(path)
+    codec = ViewCodec(model.config.sectors, model.config.categories, float(meta["heading_weight"]))
+    memory = memory_from_config(cfg, codec.dim, codec.descriptor_dim)
+    return PolicyAgent(model, vocabulary, codec, memory, num_actions, bool(cfg.memory_tokens))
+
+
+@register("policy")
+def _policy(cfg: DictConfig, num_actions: int) -> PolicyAgent:
+    return build_policy_agent(cfg, num_actions)

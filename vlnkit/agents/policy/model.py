@@ -1,0 +1,171 @@
+"""A small FLAME-style policy: strided cross-attention over the history of panorama features, with the
+Mem4Nav memory's retrieved entries concatenated to the latents it attends to.
+
+Per step ``t`` the policy builds its latents (keys and values of cross-attention) from
+
+- the instruction: ``instruction_slots`` tokens that learned queries read off the encoded words (one
+  Transformer encoder layer over word and position embeddings, then one cross-attention), computed once
+  per episode,
+- the current panorama: one token per sector (the sector's category closeness and whether a street
+  leaves in that direction, plus a sector embedding),
+- the history: a summary token per earlier step, of the ``recent`` latest steps and every ``stride``-th
+  before them (:func:`~vlnkit.agents.policy.features.strided_history`), with an age embedding,
+- memory tokens: the entries retrieved from Mem4Nav (:func:`~vlnkit.agents.policy.features.memory_features`)
+  plus their cosine with the query, projected to the model width;
+
+and a few query tokens, the first built from the previous hidden state ``h_{t-1}`` and the previous
+action, run through ``layers`` blocks of self-attention, cross-attention to the latents and an MLP. The
+first query token's output is ``h_t`` and gives the action logits. The memory query is
+``Linear([h_{t-1} ; mean visual token])``, in the memory's embedding space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlnkit.agents.policy.features import EXTRA_MEMORY_FEATURES
+
+
+@dataclass
+class PolicyConfig:
+    """Sizes of a :class:`FlamePolicy`."""
+
+    vocab_size: int
+    categories: int
+    memory_dim: int
+    sectors: int = 8
+    num_actions: int = 4
+    d_model: int = 64
+    heads: int = 4
+    layers: int = 2
+    queries: int = 4
+    max_words: int = 128
+    recent: int = 4
+    stride: int = 4
+    max_age: int = 64
+    memory_tokens: int = 3
+    instruction_slots: int = 8
+    dropout: float = 0.0
+
+
+class _Block(nn.Module):
+    """Pre-norm self-attention over the queries, cross-attention to the latents, then an MLP."""
+
+    def __init__(self, d: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.norm_self = nn.LayerNorm(d)
+        self.self_attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.norm_query = nn.LayerNorm(d)
+        self.norm_latent = nn.LayerNorm(d)
+        self.cross_attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.norm_mlp = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+    def forward(self, x: torch.Tensor, latents: torch.Tensor, latent_pad: torch.Tensor) -> torch.Tensor:
+        y = self.norm_self(x)
+        x = x + self.self_attn(y, y, y, need_weights=False)[0]
+        kv = self.norm_latent(latents)
+        x = x + self.cross_attn(self.norm_query(x), kv, kv, key_padding_mask=latent_pad, need_weights=False)[0]
+        return x + self.mlp(self.norm_mlp(x))
+
+
+class FlamePolicy(nn.Module):
+    """The policy network (see the module docstring); ``config`` sizes it."""
+
+    def __init__(self, config: PolicyConfig) -> None:
+        super().__init__()
+        c = self.config = config
+        d = c.d_model
+        self.word = nn.Embedding(c.vocab_size, d, padding_idx=0)
+        self.word_position = nn.Embedding(c.max_words, d)
+        self.instruction = nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(d, c.heads, 4 * d, c.dropout, batch_first=True, norm_first=True), 1,
+            enable_nested_tensor=False,
+        )
+        self.slot_queries = nn.Parameter(torch.zeros(c.instruction_slots, d))
+        self.slot_attn = nn.MultiheadAttention(d, c.heads, dropout=c.dropout, batch_first=True)
+        self.slot_norm = nn.LayerNorm(d)
+        self.sector_in = nn.Linear(c.categories + 1, d)
+        self.sector_embedding = nn.Embedding(c.sectors, d)
+        self.summary_in = nn.Linear(c.sectors * (c.categories + 1) + c.num_actions + 1, d)
+        self.age_embedding = nn.Embedding(c.max_age + 1, d)
+        self.memory_in = nn.Linear(c.memory_dim + EXTRA_MEMORY_FEATURES + 1, d)
+        self.kind = nn.Embedding(4, d)
+        self.action_embedding = nn.Embedding(c.num_actions + 1, d)
+        self.state_in = nn.Linear(2 * d, d)
+        self.query_slots = nn.Parameter(torch.zeros(c.queries - 1, d))
+        self.memory_query_net = nn.Linear(2 * d, c.memory_dim)
+        self.blocks = nn.ModuleList(_Block(d, c.heads, c.dropout) for _ in range(c.layers))
+        self.norm_out = nn.LayerNorm(d)
+        self.head = nn.Linear(d, c.num_actions)
+        nn.init.normal_(self.query_slots, std=0.02)
+        nn.init.normal_(self.slot_queries, std=0.02)
+
+    @property
+    def no_action(self) -> int:
+        """The "previous action" id of an episode's first step."""
+        return self.config.num_actions
+
+    def encode_instruction(self, word_ids: torch.Tensor) -> torch.Tensor:
+        """The instruction's ``(B, instruction_slots, d)`` latent tokens for ``(B, L)`` word ids (0 = padding)."""
+        pad = word_ids == 0
+        positions = torch.arange(word_ids.shape[1], device=word_ids.device).clamp(max=self.config.max_words - 1)
+        words = self.instruction(self.word(word_ids) + self.word_position(positions)[None], src_key_padding_mask=pad)
+        queries = self.slot_queries[None].expand(word_ids.shape[0], -1, -1)
+        slots = self.slot_attn(queries, words, words, key_padding_mask=pad, need_weights=False)[0]
+        return self.slot_norm(queries + slots)
+
+    def visual_tokens(self, panorama: torch.Tensor, links: torch.Tensor) -> torch.Tensor:
+        """Sector tokens ``(B, S, d)`` from panoramas ``(B, S, C)`` and link bins ``(B, S)``."""
+        x = torch.cat([panorama, links[..., None]], dim=-1)
+        sectors = torch.arange(self.config.sectors, device=panorama.device)
+        return self.sector_in(x) + self.sector_embedding(sectors)[None] + self.kind.weight[1]
+
+    def summary(self, panorama: torch.Tensor, links: torch.Tensor, previous_action: torch.Tensor) -> torch.Tensor:
+        """The history token ``(B, d)`` of one step."""
+        flat = torch.cat([panorama, links[..., None]], dim=-1).flatten(1)
+        action = F.one_hot(previous_action, self.config.num_actions + 1).float()
+        return self.summary_in(torch.cat([flat, action], dim=-1))
+
+    def memory_query(self, hidden: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        """``Linear([h_{t-1} ; mean visual token])``: the query ``(B, memory_dim)`` for memory retrieval."""
+        return self.memory_query_net(torch.cat([hidden, visual.mean(dim=1)], dim=-1))
+
+    def step(
+        self,
+        instruction: torch.Tensor,
+        visual: torch.Tensor,
+        history: torch.Tensor,
+        history_ages: torch.Tensor,
+        history_pad: torch.Tensor,
+        memory: torch.Tensor,
+        query: torch.Tensor,
+        hidden: torch.Tensor,
+        previous_action: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One decision: ``(logits (B, A), h_t (B, d))``.
+
+        ``history`` ``(B, H, d)`` are earlier summary tokens with ``history_ages`` ``(H,)`` (steps back)
+        and padding ``history_pad`` ``(B, H)``; ``memory`` ``(B, k, F)`` are memory rows (all-zero rows
+        are padding); ``query`` the memory query of this step.
+        """
+        c = self.config
+        ages = history_ages.clamp(max=c.max_age)
+        hist = history + self.age_embedding(ages)[None] + self.kind.weight[2]
+        valid = memory[..., -1] > 0
+        cosine = F.cosine_similarity(memory[..., : c.memory_dim], query[:, None, :], dim=-1, eps=1e-6)
+        mem = self.memory_in(torch.cat([memory, (cosine * valid)[..., None]], dim=-1)) + self.kind.weight[3]
+        latents = torch.cat([instruction + self.kind.weight[0], visual, hist, mem], dim=1)
+        b = visual.shape[0]
+        fixed = torch.zeros(b, instruction.shape[1] + visual.shape[1], dtype=torch.bool, device=visual.device)
+        pad = torch.cat([fixed, history_pad, ~valid], dim=1)
+        state = self.state_in(torch.cat([hidden, self.action_embedding(previous_action)], dim=-1))
+        x = torch.cat([state[:, None, :], self.query_slots[None].expand(b, -1, -1)], dim=1)
+        for block in self.blocks:
+            x = block(x, latents, pad)
+        h = self.norm_out(x[:, 0])
+        return self.head(h), h

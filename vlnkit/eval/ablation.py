@@ -1,0 +1,358 @@
+"""The memory ablation study (``vlnkit ablate``): agents x Mem4Nav memory variants and one-parameter sweeps
+of the memory's settings, each over several seeds, summarised in one table and one plot.
+
+The study is configured by ``configs/ablate.yaml``. Its ``ablation`` section lists runs the way Hydra's
+multirun does: each line of ``grid`` and each entry of ``sweeps`` is a set of command-line overrides in
+which comma-separated values sweep (``agent=modular,policy memory=none,stm,full``), and every combination
+is one row of the table; every row runs once per seed in ``seeds``, with each key of ``seed_keys`` set to
+the seed (by default the run seed, the LTM initialisation and the synthetic city, so that the confidence
+interval covers different cities' dev splits and not only the randomness of one). The lines are expanded
+with Hydra's own override parser and basic sweeper, so the grammar (``range()``, ``choice()``, ``++key``)
+is Hydra's. The runs themselves are launched in this process, one :func:`vlnkit.eval.runner.evaluate` call
+each, rather than by Hydra's launcher: ``vlnkit`` commands are not ``@hydra.main`` applications, each run
+is a resumable results folder that ``evaluate`` already manages (an interrupted study resumes where it
+stopped), and the point of the study is the one table aggregated across all runs, which a launcher
+scattering jobs into its own output folders would leave to be done afterwards.
+
+Outputs under ``ablation.out``: ``runs/<row>/seed<k>/`` (every run's results folder), ``results.jsonl``
+(one line per run), ``ablation.md`` and ``ablation.csv`` (per row and metric: the mean over seeds and the
+half-width of its confidence interval, Student's t with ``n - 1`` degrees of freedom; and the paired
+difference of the first metric to the same agent without memory) and ``ablation.png``.
+Agents whose checkpoints are missing (``agent=policy``) are trained first when ``ablation.policy.train``
+is set, one checkpoint per seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf, open_dict
+from scipy import stats
+from tqdm.auto import tqdm
+
+METRICS: dict[str, tuple[str, float]] = {
+    "task_completion": ("TC", 100.0),
+    "shortest_path_distance": ("SPD", 1.0),
+    "ndtw": ("nDTW", 100.0),
+    "sed": ("SED", 100.0),
+    "sdtw": ("sDTW", 100.0),
+    "kpa": ("KPA", 100.0),
+    "success": ("SR", 100.0),
+    "spl": ("SPL", 100.0),
+}
+"""Column label and scale of each metric (rates in %, SPD in hops)."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the study: the overrides that define it (without the seed), its group (``grid`` or a
+    sweep's name) and, for a sweep, the swept key and value."""
+
+    group: str
+    overrides: tuple[str, ...]
+    swept_key: str | None = None
+    swept_value: str | None = None
+
+    @property
+    def name(self) -> str:
+        """A readable label: the overrides joined by spaces."""
+        return " ".join(self.overrides)
+
+    @property
+    def slug(self) -> str:
+        """A folder name for the row's runs."""
+        text = "_".join(o.lstrip("+").replace("=", "-") for o in self.overrides)
+        text = re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+        return text.strip("_") or "default"
+
+    def value(self, key: str) -> str | None:
+        """The value a plain ``key=value`` override of the row sets, or ``None``."""
+        for override in self.overrides:
+            k, _, v = override.lstrip("+").partition("=")
+            if k == key:
+                return v
+        return None
+
+
+def expand(line: str | Sequence[str]) -> list[tuple[list[str], dict[str, str]]]:
+    """Every combination of a multirun override line (Hydra's grammar and expansion), each with the values
+    the sweeping overrides took (``{key: value}``)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    items = line.split() if isinstance(line, str) else [str(x) for x in line]
+    parsed = OverridesParser.create().parse_overrides(items)
+    swept = {o.get_key_element() for o in parsed if o.is_sweep_override()}
+    out = []
+    for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None):
+        for combination in batch:
+            values = {}
+            for override in combination:
+                key, _, value = override.partition("=")
+                if key in swept:
+                    values[key.lstrip("+")] = value
+            out.append((list(combination), values))
+    return out
+
+
+def plan_rows(ablation: DictConfig | Mapping[str, Any]) -> list[Row]:
+    """The rows of the study: the grid's combinations, then each sweep's."""
+    rows: list[Row] = []
+    for line in ablation.get("grid") or []:
+        rows += [Row("grid", tuple(combination)) for combination, _ in expand(str(line))]
+    for name, line in (ablation.get("sweeps") or {}).items():
+        for combination, values in expand(str(line)):
+            key, value = next(iter(values.items()), (None, None))
+            rows.append(Row(str(name), tuple(combination), key, value))
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    unique = []
+    for row in rows:
+        if (row.group, row.overrides) not in seen:
+            seen.add((row.group, row.overrides))
+            unique.append(row)
+    return unique
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """The mean of ``values`` and the half-width of its ``confidence`` interval (Student's t, ``n - 1``
+    degrees of freedom; ``nan`` for a single value, 0 when all values agree)."""
+    x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=np.float64)
+    if len(x) == 0:
+        return math.nan, math.nan
+    mean = float(x.mean())
+    if len(x) == 1:
+        return mean, math.nan
+    sem = float(x.std(ddof=1)) / math.sqrt(len(x))
+    return mean, float(stats.t.ppf(0.5 + confidence / 2.0, len(x) - 1)) * sem
+
+
+def _runs(results: Sequence[Mapping[str, Any]], row: Row) -> list[Mapping[str, Any]]:
+    return [r for r in results if r["group"] == row.group and tuple(r["overrides"]) == row.overrides]
+
+
+def summarize(results: Sequence[Mapping[str, Any]], rows: Sequence[Row], metrics: Sequence[str],
+              confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Per row: its description, the number of seeds and, per metric, mean and CI half-width over seeds
+    (in table units: rates in %, SPD in hops). ``results`` are :func:`run_ablation`'s per-run records.
+
+    Rows of an agent that also has a grid row ``memory=none`` get the paired difference of the first metric
+    to it (``delta_mean``, ``delta_ci``: per seed, this row minus no memory on the same seed), which tells
+    a memory effect apart from differences between seeds (cities) that both rows share."""
+    baselines = {row.value("agent"): row for row in rows
+                 if row.group == "grid" and row.value("memory") == "none" and len(row.overrides) == 2}
+    first = metrics[0] if metrics else None
+    table = []
+    for row in rows:
+        runs = _runs(results, row)
+        entry: dict[str, Any] = {
+            "group": row.group,
+            "agent": row.value("agent"),
+            "memory": row.value("memory"),
+            "setting": " ".join(o for o in row.overrides if o.lstrip("+").split("=")[0] not in ("agent", "memory")),
+            "swept_key": row.swept_key,
+            "swept_value": row.swept_value,
+            "seeds": len(runs),
+        }
+        for metric in metrics:
+            scale = METRICS.get(metric, (metric, 1.0))[1]
+            mean, ci = mean_ci([r["metrics"].get(metric, math.nan) * scale for r in runs], confidence)
+            entry[f"{metric}_mean"], entry[f"{metric}_ci"] = mean, ci
+        baseline = baselines.get(row.value("agent"))
+        entry["delta_mean"], entry["delta_ci"] = math.nan, math.nan
+        if first is not None and baseline is not None and baseline != row:
+            scale = METRICS.get(first, (first, 1.0))[1]
+            base = {int(r["seed"]): r["metrics"].get(first, math.nan) for r in _runs(results, baseline)}
+            paired = [(r["metrics"].get(first, math.nan) - base[int(r["seed"])]) * scale
+                      for r in runs if int(r["seed"]) in base]
+            entry["delta_mean"], entry["delta_ci"] = mean_ci(paired, confidence)
+        table.append(entry)
+    return table
+
+
+def _cell(mean: float, ci: float) -> str:
+    if math.isnan(mean):
+        return "-"
+    return f"{mean:.1f}" if math.isnan(ci) else f"{mean:.1f} ± {ci:.1f}"
+
+
+def write_table(table: Sequence[Mapping[str, Any]], metrics: Sequence[str], out: Path, title: str = "",
+                confidence: float = 0.95) -> tuple[Path, Path]:
+    """``ablation.md`` (mean ± CI half-width per metric) and ``ablation.csv`` (mean and CI columns)."""
+    out.mkdir(parents=True, exist_ok=True)
+    labels = [METRICS.get(m, (m, 1.0))[0] for m in metrics]
+    delta = f"Δ{labels[0]} vs none"
+    lines = []
+    if title:
+        lines += [title, ""]
+    lines += [
+        f"Mean ± half-width of the {confidence:.0%} confidence interval over seeds (Student's t); "
+        f"TC, nDTW, SED in %, SPD in hops. {delta}: paired difference to the same agent without memory, "
+        "seed by seed.",
+        "",
+        "| group | agent | memory | setting | seeds | " + " | ".join(labels) + f" | {delta} |",
+        "|---|---|---|---|---|" + "---|" * (len(labels) + 1),
+    ]
+    for entry in table:
+        cells = [_cell(entry[f"{m}_mean"], entry[f"{m}_ci"]) for m in metrics]
+        cells.append(_cell(entry.get("delta_mean", math.nan), entry.get("delta_ci", math.nan)))
+        lines.append(
+            f"| {entry['group']} | {entry['agent'] or '-'} | {entry['memory'] or '-'} | {entry['setting'] or '-'} | "
+            f"{entry['seeds']} | " + " | ".join(cells) + " |"
+        )
+    md = out / "ablation.md"
+    md.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    csv_path = out / "ablation.csv"
+    fields = ["group", "agent", "memory", "setting", "swept_key", "swept_value", "seeds"]
+    fields += [f"{m}_{part}" for m in metrics for part in ("mean", "ci")] + ["delta_mean", "delta_ci"]
+    with csv_path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for entry in table:
+            writer.writerow(entry)
+    return md, csv_path
+
+
+def _variant_label(entry: Mapping[str, Any]) -> str:
+    """A grid row's memory variant and other settings, for the plot's x axis."""
+    return (entry["memory"] or "-") + (f" {entry['setting']}" if entry["setting"] else "")
+
+
+def plot_ablation(table: Sequence[Mapping[str, Any]], path: Path, metric: str = "task_completion") -> Path:
+    """A PNG: the grid's rows as bars per agent and memory variant, then one panel per sweep (metric
+    against the swept value), with confidence intervals as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    label = METRICS.get(metric, (metric, 1.0))[0]
+    grid = [e for e in table if e["group"] == "grid"]
+    sweeps: dict[str, list[Mapping[str, Any]]] = {}
+    for entry in table:
+        if entry["group"] != "grid":
+            sweeps.setdefault(entry["group"], []).append(entry)
+    panels = (1 if grid else 0) + len(sweeps)
+    fig, axes = plt.subplots(1, max(panels, 1), figsize=(5.0 * max(panels, 1) + 2.0, 4.0), dpi=110, squeeze=False)
+    axes = axes[0]
+    index = 0
+    if grid:
+        ax = axes[index]
+        index += 1
+        agents = list(dict.fromkeys(e["agent"] or "-" for e in grid))
+        variants = list(dict.fromkeys(_variant_label(e) for e in grid))
+        width = 0.8 / max(len(agents), 1)
+        for a, agent in enumerate(agents):
+            means, errors = [], []
+            for variant in variants:
+                found = [e for e in grid if (e["agent"] or "-") == agent and _variant_label(e) == variant]
+                means.append(found[0][f"{metric}_mean"] if found else math.nan)
+                errors.append(np.nan_to_num(found[0][f"{metric}_ci"]) if found else 0.0)
+            positions = np.arange(len(variants)) + (a - (len(agents) - 1) / 2) * width
+            ax.bar(positions, means, width, yerr=errors, capsize=3, label=agent)
+        ax.set_xticks(np.arange(len(variants)))
+        ax.set_xticklabels(variants, rotation=30, ha="right")
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} by memory variant")
+        ax.legend()
+    for name, entries in sweeps.items():
+        ax = axes[index]
+        index += 1
+        values = [e["swept_value"] for e in entries]
+        try:
+            xs = [float(v) for v in values]
+        except (TypeError, ValueError):
+            xs = list(range(len(values)))
+            ax.set_xticks(xs)
+            ax.set_xticklabels(values)
+        means = [e[f"{metric}_mean"] for e in entries]
+        errors = [np.nan_to_num(e[f"{metric}_ci"]) for e in entries]
+        ax.errorbar(xs, means, yerr=errors, marker="o", capsize=3)
+        ax.set_xlabel(entries[0]["swept_key"] or name)
+        ax.set_ylabel(label)
+        setting = entries[0]["memory"] or ""
+        ax.set_title(f"sweep {name} ({entries[0]['agent']}, memory={setting})")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _read_results(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _policy_checkpoint(cfg: DictConfig, seed: int, progress: bool) -> str:
+    """The policy checkpoint of ``seed``; with ``ablation.policy.train`` it is trained first, or its training
+    resumed (a finished checkpoint returns at once)."""
+    from vlnkit.config import load_config
+
+    policy = cfg.ablation.policy
+    path = Path(str(policy.checkpoint).replace("{seed}", str(seed))).expanduser()
+    if bool(policy.train):
+        from vlnkit.agents.policy.train import train_policy
+
+        train_overrides = [*policy.get("train_overrides", []), *(f"{key}={seed}" for key in policy.seed_keys),
+                           f"out={path}", f"progress={str(progress).lower()}"]
+        if cfg.data_dir is not None:
+            train_overrides.append(f"data_dir={cfg.data_dir}")
+        train_policy(load_config("train_policy", train_overrides))
+    elif not path.is_file():
+        raise FileNotFoundError(f"no policy checkpoint at {path} and ablation.policy.train is false")
+    return str(path)
+
+
+def run_ablation(cfg: DictConfig, overrides: Sequence[str] = ()) -> Path:
+    """Run the study ``cfg`` describes (``configs/ablate.yaml``, composed with ``overrides``) and write its
+    table and plot; returns the output folder. ``overrides`` (the command line's) are replayed under every
+    run's own, so that ``vlnkit ablate split=test limit=20`` applies to each run."""
+    from vlnkit.config import load_config
+    from vlnkit.eval.runner import evaluate
+
+    ablation = cfg.ablation
+    out = Path(str(ablation.out)).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    rows = plan_rows(ablation)
+    seeds = [int(s) for s in ablation.seeds]
+    metrics = [str(m) for m in ablation.metrics]
+    log = out / "results.jsonl"
+    done = {(r["group"], tuple(r["overrides"]), int(r["seed"])) for r in _read_results(log)}
+    jobs = [(row, seed) for row in rows for seed in seeds if (row.group, row.overrides, seed) not in done]
+    progress = bool(ablation.get("progress", True))
+    with tqdm(total=len(rows) * len(seeds), initial=len(rows) * len(seeds) - len(jobs), desc="ablation",
+              unit="run", disable=not progress) as bar:
+        for row, seed in jobs:
+            bar.set_postfix_str(f"{row.name} seed={seed}")
+            job = [*overrides, *row.overrides, *(f"{key}={seed}" for key in ablation.seed_keys)]
+            job.append(f"out={out / 'runs' / row.slug / f'seed{seed}'}")
+            if row.value("agent") == "policy":
+                job.append(f"agent.checkpoint={_policy_checkpoint(cfg, seed, progress)}")
+            run_cfg = load_config("ablate", job)
+            with open_dict(run_cfg):
+                del run_cfg["ablation"]
+            metrics_out = evaluate(run_cfg)
+            record = {"group": row.group, "overrides": list(row.overrides), "seed": seed, "out": str(run_cfg.out),
+                      "metrics": {k: metrics_out.get(k) for k in metrics},
+                      "num_episodes": metrics_out.get("num_episodes")}
+            with log.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+            bar.update()
+    results = _read_results(log)
+    confidence = float(ablation.confidence)
+    table = summarize(results, rows, metrics, confidence)
+    keys = ", ".join(ablation.seed_keys)
+    title = f"Mem4Nav ablation on {cfg.task.name}/{cfg.split}, seeds {seeds} (seed keys: {keys})"
+    write_table(table, metrics, out, title, confidence)
+    plot_ablation(table, out / "ablation.png", metrics[0])
+    OmegaConf.save(cfg, out / "ablate.yaml")
+    return out
