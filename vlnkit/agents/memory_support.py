@@ -135,3 +135,17 @@ class ViewCodec:
         view = embedding[: self.descriptor_dim].reshape(self.sectors, self.categories)
         shift = int(np.argmax(embedding[self.descriptor_dim:]))
         return np.roll(view, -shift, axis=0)
+
+
+def load_agent_config(name: str, cfg: DictConfig | Mapping[str, Any] | None = None) -> DictConfig:
+    """``configs/agent/<name>.yaml`` with ``cfg`` merged over it (unknown keys raise, except inside
+    ``memory_overrides``, which :class:`~vlnkit.memory.Mem4NavConfig` checks)."""
+    from vlnkit.config import config_dir
+
+    defaults = OmegaConf.load(Path(config_dir()) / "agent" / f"{name}.yaml")
+    OmegaConf.set_struct(defaults, True)
+    OmegaConf.set_struct(defaults.memory_overrides, False)
+    given = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
+    merged = OmegaConf.merge(defaults, given)
+    OmegaConf.resolve(merged)
+    return merged

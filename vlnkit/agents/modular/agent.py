@@ -35,14 +35,19 @@ Observations only: ``uses_info`` is false and ``info`` is never read.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from vlnkit.agents.base import register
-from vlnkit.agents.memory_support import ViewCodec, feature_categories, memory_from_config, release_dir
+from vlnkit.agents.memory_support import (
+    ViewCodec,
+    feature_categories,
+    load_agent_config,
+    memory_from_config,
+    release_dir,
+)
 from vlnkit.agents.modular.control import (
     FORWARD,
     STOP,
@@ -58,7 +63,6 @@ from vlnkit.agents.modular.control import (
 from vlnkit.agents.modular.language import LandmarkLexicon, SubGoal, parse_instruction
 from vlnkit.agents.modular.mapping import EpisodicMap
 from vlnkit.agents.modular.perception import Perception
-from vlnkit.config import config_dir
 
 MAX_ROTATIONS = 6
 """Rotations tried for one turn before the agent moves on regardless."""
@@ -543,15 +547,8 @@ def _count_runs(series: list[float], threshold: float, dip: float, count: int = 
 
 
 def agent_config(cfg: DictConfig | dict[str, Any] | None = None) -> DictConfig:
-    """``configs/agent/modular.yaml`` with ``cfg`` merged over it (unknown keys raise, except inside
-    ``memory_overrides``, which :class:`~vlnkit.memory.Mem4NavConfig` checks)."""
-    defaults = OmegaConf.load(Path(config_dir()) / "agent" / "modular.yaml")
-    OmegaConf.set_struct(defaults, True)
-    OmegaConf.set_struct(defaults.memory_overrides, False)
-    given = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
-    merged = OmegaConf.merge(defaults, given)
-    OmegaConf.resolve(merged)
-    return merged
+    """``configs/agent/modular.yaml`` with ``cfg`` merged over it (see :func:`load_agent_config`)."""
+    return load_agent_config("modular", cfg)
 
 
 def build_modular_agent(cfg: DictConfig | dict[str, Any] | None = None, num_actions: int = 4) -> ModularAgent:

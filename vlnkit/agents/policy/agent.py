@@ -16,14 +16,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from vlnkit.agents.base import register
-from vlnkit.agents.memory_support import ViewCodec, memory_from_config
+from vlnkit.agents.memory_support import ViewCodec, load_agent_config, memory_from_config
 from vlnkit.agents.policy.features import EXTRA_MEMORY_FEATURES, Vocabulary, link_bins, memory_features, strided_history
 from vlnkit.agents.policy.model import FlamePolicy
 from vlnkit.agents.policy.train import load_policy
-from vlnkit.config import config_dir
 from vlnkit.memory import Mem4NavMemory
 
 
@@ -103,15 +102,8 @@ class PolicyAgent:
 
 
 def agent_config(cfg: DictConfig | dict[str, Any] | None = None) -> DictConfig:
-    """``configs/agent/policy.yaml`` with ``cfg`` merged over it (unknown keys raise, except inside
-    ``memory_overrides``, which :class:`~vlnkit.memory.Mem4NavConfig` checks)."""
-    defaults = OmegaConf.load(Path(config_dir()) / "agent" / "policy.yaml")
-    OmegaConf.set_struct(defaults, True)
-    OmegaConf.set_struct(defaults.memory_overrides, False)
-    given = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
-    merged = OmegaConf.merge(defaults, given)
-    OmegaConf.resolve(merged)
-    return merged
+    """``configs/agent/policy.yaml`` with ``cfg`` merged over it (see :func:`load_agent_config`)."""
+    return load_agent_config("policy", cfg)
 
 
 def build_policy_agent(cfg: DictConfig | dict[str, Any] | None = None, num_actions: int = 4) -> PolicyAgent:

@@ -40,6 +40,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from vlnkit.envs import episode_from_options
 from vlnkit.envs.continuous.backend import AgentSpec, SensorSpec, SimulatorBackend
 from vlnkit.envs.continuous.geometry import forward_vector, quat_from_yaw, wrap_angle, yaw_from_quat
 from vlnkit.envs.continuous.oracle import follower_action
@@ -278,14 +279,7 @@ class VLNCEEnv(gymnasium.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
         """Start an episode: ``options={"episode_id": ...}`` or ``{"episode_index": i}``, else a random one."""
         super().reset(seed=seed)
-        options = options or {}
-        if "episode_id" in options:
-            index = self.episode_index(str(options["episode_id"]))
-        elif "episode_index" in options:
-            index = int(options["episode_index"])
-        else:
-            index = int(self.np_random.integers(len(self.episodes)))
-        ep = self.episodes[index]
+        ep = self.episodes[episode_from_options(options, self.episode_index, len(self.episodes), self.np_random)]
         self._episode = ep
         self.backend.load_scene(self.scene_path(ep))
         self.backend.set_agent_state(ep.start_position, ep.start_rotation)

@@ -30,6 +30,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from vlnkit.envs import episode_from_options
 from vlnkit.envs.datasets import StreetEpisode, load_street_split
 from vlnkit.envs.street.actions import StreetAction
 from vlnkit.envs.street.graph import StreetGraph
@@ -199,14 +200,7 @@ class StreetEnv(gymnasium.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
         """Start an episode: ``options={"episode_id": ...}`` or ``{"episode_index": i}``, else a random one."""
         super().reset(seed=seed)
-        options = options or {}
-        if "episode_id" in options:
-            index = self.episode_index(str(options["episode_id"]))
-        elif "episode_index" in options:
-            index = int(options["episode_index"])
-        else:
-            index = int(self.np_random.integers(len(self.episodes)))
-        ep = self.episodes[index]
+        ep = self.episodes[episode_from_options(options, self.episode_index, len(self.episodes), self.np_random)]
         index_of = self.graph.index
         self._episode = ep
         self._goal = index_of[ep.route[-1]]
