@@ -245,19 +245,27 @@ class VLNCMAgent:
 # ------------------------------------------------------------------------------------------ factory
 
 
-def agent_config(cfg: DictConfig | Mapping[str, Any] | None = None) -> DictConfig:
-    """The ``agent:`` section of ``configs/agent/vlncm.yaml`` with ``cfg`` merged over it (unknown keys
-    raise). Interpolations into the run config, which a bare agent config cannot resolve, become null
-    (``omp`` becomes true), so the agent can be built outside a run too."""
-    text = (Path(config_dir()) / "agent" / "vlncm.yaml").read_text(encoding="utf-8")
-    defaults = OmegaConf.create(text).agent
-    defaults.omp = True
+def load_vlncm_config(name: str, cfg: DictConfig | Mapping[str, Any] | None = None, **fixed: Any) -> DictConfig:
+    """The ``agent:`` section of ``configs/agent/<name>.yaml`` over the shared ``configs/vlncm/modules.yaml``,
+    with ``fixed`` and then ``cfg`` merged over it (unknown keys raise). Interpolations into the run
+    config, which a bare agent config cannot resolve, become null, so the agent can be built outside a
+    run too. The ``memory`` key the run config's memory group sets for every agent is dropped: VLN-CM
+    owns no Mem4Nav memory."""
+    root = Path(config_dir())
+    modules = OmegaConf.load(root / "vlncm" / "modules.yaml")
+    defaults = OmegaConf.merge(modules, OmegaConf.load(root / "agent" / f"{name}.yaml").agent, fixed)
     for key, value in list(defaults.items_ex(resolve=False)):
         if isinstance(value, str) and value.startswith("${"):
             defaults[key] = None
     OmegaConf.set_struct(defaults, True)
     given = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
+    given.pop("memory", None)
     return OmegaConf.merge(defaults, given)
+
+
+def agent_config(cfg: DictConfig | Mapping[str, Any] | None = None) -> DictConfig:
+    """The ``vlncm`` agent's config (:func:`load_vlncm_config`; ``omp`` defaults to true)."""
+    return load_vlncm_config("vlncm", cfg, omp=True)
 
 
 def build_asp(cfg: DictConfig) -> SpotPredictor:
