@@ -10,7 +10,7 @@ from vlnkit.agents.base import create
 from vlnkit.agents.memory_support import ViewCodec, build_memory
 from vlnkit.agents.modular import agent as _registers  # noqa: F401  (registers "modular")
 from vlnkit.agents.modular.agent import _count_runs, build_modular_agent
-from vlnkit.agents.modular.control import FORWARD, LEFT, RIGHT, exit_for, rotate_towards
+from vlnkit.agents.street_control import FORWARD, LEFT, RIGHT, exit_for, rotate_towards
 from vlnkit.agents.modular.language import InstructionParseError, LandmarkLexicon, SubGoal, parse_instruction
 from vlnkit.agents.modular.mapping import EpisodicMap
 from vlnkit.agents.modular.perception import Perception, sector_bearings, side_of

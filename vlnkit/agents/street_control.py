@@ -1,5 +1,5 @@
-"""Control for the modular agent: the geometry of the links at a node, and the discrete actions that turn
-the agent to face a chosen link.
+"""Control on the street graph, shared by the street agents (modular, VLN-CM): the geometry of the links at
+a node, and the discrete actions that turn the agent to face a chosen link.
 
 Directions are classified relative to the heading the agent arrived with (its travel heading): straight
 within :data:`STRAIGHT_MAX_DEG`, left or right between :data:`TURN_MIN_DEG` and :data:`TURN_MAX_DEG`, around

@@ -13,7 +13,7 @@ Each step runs perception -> mapping -> instruction grounding -> planning -> con
    the named landmark is on the named side.
 4. **Planning**: "go back to X" plans over the topology graph to the node where X was passed and follows
    the path; the other references to the past ask the memory.
-5. **Control** (:mod:`~vlnkit.agents.modular.control`): rotate to the chosen link, then FORWARD.
+5. **Control** (:mod:`~vlnkit.agents.street_control`): rotate to the chosen link, then FORWARD.
 
 What memory is for. Without memory (``memory=none``) the agent keeps only what carrying out the current
 sub-goal needs: which sub-goal it is on and its counters since that sub-goal began (intersections and
@@ -48,7 +48,7 @@ from vlnkit.agents.memory_support import (
     memory_from_config,
     release_dir,
 )
-from vlnkit.agents.modular.control import (
+from vlnkit.agents.street_control import (
     FORWARD,
     STOP,
     aligned,
