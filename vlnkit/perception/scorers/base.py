@@ -27,21 +27,32 @@ SCORERS = ("clip", "synth_clip", "semantic")
 
 @dataclass
 class Views:
-    """A batch of ``N`` views of one place.
+    """A batch of ``N`` views of one place (at least one of ``rgb`` and ``semantic``).
 
     Attributes:
-        rgb: ``(N, H, W, 3)`` uint8 images.
+        rgb: ``(N, H, W, 3)`` uint8 images, or ``None`` where only the annotations are observed.
         semantic: ``(N, H, W)`` object id per pixel (0: nothing), or ``None``.
         labels: the phrases each object id is known by (``{12: ("red couch", "living room")}``), or
             ``None``.
     """
 
-    rgb: np.ndarray
+    rgb: np.ndarray | None = None
     semantic: np.ndarray | None = None
     labels: Mapping[int, Sequence[str]] | None = None
 
+    def __post_init__(self) -> None:
+        if self.rgb is None and self.semantic is None:
+            raise ValueError("Views needs the RGB images or the semantic ids of the views")
+
     def __len__(self) -> int:
-        return int(self.rgb.shape[0])
+        return int((self.rgb if self.rgb is not None else self.semantic).shape[0])
+
+    def images(self) -> np.ndarray:
+        """The RGB images, for backends that read pixels (a clear error when there are none)."""
+        if self.rgb is None:
+            raise ValueError("this scorer reads RGB views, but only semantic ids were observed "
+                             "(street tasks: set agent.modality=rgb for the clip and synth_clip scorers)")
+        return self.rgb
 
 
 @runtime_checkable

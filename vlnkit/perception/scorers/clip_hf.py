@@ -61,4 +61,4 @@ class HFClipScorer:
 
     def similarity(self, views: Views, texts: Sequence[str]) -> np.ndarray:
         """``(len(texts), len(views))`` cosine similarities."""
-        return (self._embed_texts(texts) @ self._embed_images(views.rgb).T).cpu().numpy().astype(np.float64)
+        return (self._embed_texts(texts) @ self._embed_images(views.images()).T).cpu().numpy().astype(np.float64)

@@ -34,5 +34,5 @@ class SynthClipScorer:
         if missing:
             self._text_cache.update(zip(missing, self.model.encode_text(self.vocab.encode(missing))))
         text = torch.stack([self._text_cache[t] for t in texts])
-        image = self.model.encode_image(self.model.preprocess(views.rgb))
+        image = self.model.encode_image(self.model.preprocess(views.images()))
         return (text @ image.T).cpu().numpy().astype(np.float64)
