@@ -17,44 +17,11 @@ from vlnkit.agents.vlncm.asp import RuleSpotPredictor
 from vlnkit.agents.vlncm.open_map import OpenMapConfig, OpenMapPredictor
 from vlnkit.config import load_config
 from vlnkit.perception.backbones.tiny_clip import TinyCLIP, WordVocab, save_tiny_clip
-from vlnkit.perception.scorers import Views
 from vlnkit.perception.scorers.semantic import SemanticLabelScorer
+from vlncm_fakes import ListSpots, ScriptedScorer, peak
 
 GO_TOWARD_POINT = 4
 OPEN = OpenMapConfig(max_distance=2.0, pixel_stride=4)
-
-
-class ListSpots:
-    def __init__(self, spots: Sequence[str]) -> None:
-        self.spots = list(spots)
-
-    def predict(self, instruction: str) -> list[str]:
-        return list(self.spots)
-
-
-class ScriptedScorer:
-    """Per spot, a list of 12-view score rows handed out one call at a time (the last one repeats)."""
-
-    needs_labels = False
-
-    def __init__(self, rows: dict[str, list[Sequence[float]]]) -> None:
-        self.rows = {k: [np.asarray(r, dtype=np.float64) for r in v] for k, v in rows.items()}
-        self.calls: dict[str, int] = {}
-
-    def similarity(self, views: Views, texts: Sequence[str]) -> np.ndarray:
-        out = []
-        for text in texts:
-            i = self.calls.get(text, 0)
-            self.calls[text] = i + 1
-            rows = self.rows[text]
-            out.append(rows[min(i, len(rows) - 1)])
-        return np.stack(out)
-
-
-def peak(view: int, value: float = 1.0) -> list[float]:
-    row = [0.1] * 12
-    row[view] = value
-    return row
 
 
 def observation(walls: dict[int, float] | None = None) -> dict:

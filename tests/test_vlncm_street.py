@@ -17,42 +17,8 @@ from vlnkit.agents.vlncm.agent import VLNCMAgent
 from vlnkit.agents.vlncm.street import StreetVLNCMAgent, city_labels, street_views, view_bearings
 from vlnkit.config import load_config
 from vlnkit.perception.backbones.tiny_clip import TinyCLIP, WordVocab, save_tiny_clip
-from vlnkit.perception.scorers import Views
+from vlncm_fakes import ListSpots, ScriptedScorer, peak
 
-
-class ListSpots:
-    def __init__(self, spots: Sequence[str]) -> None:
-        self.spots = list(spots)
-
-    def predict(self, instruction: str) -> list[str]:
-        return list(self.spots)
-
-
-class ScriptedScorer:
-    """Per spot, 12-view score rows handed out one call at a time (the last one repeats); records the views."""
-
-    needs_labels = False
-
-    def __init__(self, rows: dict[str, list[Sequence[float]]]) -> None:
-        self.rows = {k: [np.asarray(r, dtype=np.float64) for r in v] for k, v in rows.items()}
-        self.calls: dict[str, int] = {}
-        self.seen: list[Views] = []
-
-    def similarity(self, views: Views, texts: Sequence[str]) -> np.ndarray:
-        self.seen.append(views)
-        out = []
-        for text in texts:
-            i = self.calls.get(text, 0)
-            self.calls[text] = i + 1
-            rows = self.rows[text]
-            out.append(rows[min(i, len(rows) - 1)])
-        return np.stack(out)
-
-
-def peak(view: int, value: float = 1.0, rest: float = 0.1) -> list[float]:
-    row = [rest] * 12
-    row[view] = value
-    return row
 
 
 CROSS = [0.0, 90.0, 180.0, 270.0]

@@ -51,8 +51,8 @@ from omegaconf import DictConfig, OmegaConf
 from vlnkit.agents.base import register
 from vlnkit.agents.vlncm.asp import LLMSpotPredictor, RuleSpotPredictor, SpotPredictor
 from vlnkit.agents.vlncm.open_map import OccupancyMap, OpenMapConfig, OpenMapPredictor
-from vlnkit.agents.vlncm.progress import ProgressMonitor
-from vlnkit.agents.vlncm.view_selector import Selection, ViewSelector, view_angle
+from vlnkit.agents.vlncm.spots import SpotFollower
+from vlnkit.agents.vlncm.view_selector import Selection, view_angle
 from vlnkit.config import config_dir
 from vlnkit.perception.scorers import ImageTextScorer, Views, create_scorer
 
@@ -89,7 +89,7 @@ class SceneLabels:
         return self._labels[scene_id]
 
 
-class VLNCMAgent:
+class VLNCMAgent(SpotFollower):
     """The VLN-CM agent (see the module docstring).
 
     Args:
@@ -122,42 +122,27 @@ class VLNCMAgent:
                 "switch on task.go_toward_point, or use agent.motion=discrete")
         if scorer.needs_labels and labels is None:
             raise ValueError("this scorer reads scene labels: pass a label source")
-        self.asp = asp
-        self.selector = ViewSelector(scorer)
-        self.scorer = scorer
+        super().__init__(asp, scorer, pm_window, pm_min_drop, max_moves, max_spot_moves)
         self.omp = omp
         self.step_distance = float(step_distance)
-        self.monitor = ProgressMonitor(0, pm_window, pm_min_drop)
         self.arrive_distance = float(arrive_distance)
-        self.max_moves = int(max_moves)
-        self.max_spot_moves = int(max_spot_moves)
         self.motion = motion
         self.go_toward_point = num_actions - 1
         self.turn = math.radians(turn_angle)
         self.forward_step = float(forward_step)
         self.label_source = labels
-        self.spots: list[str] = []
         self.labels: Mapping[int, Sequence[str]] | None = None
-        self.moves = self.spot_moves = 0
-        self.passed = self.reached = 0
         self.pending: deque[int] = deque()
         self.bumps: list[float] = []
 
     def reset(self, observation: dict[str, Any], info: dict[str, Any], seed: int) -> None:
         """Predict the episode's attention spots and start at the first."""
-        self.spots = self.asp.predict(str(observation["instruction"]))
-        self.monitor.reset(len(self.spots))
+        self.start_spots(str(observation["instruction"]))
         self.labels = None
         if self.scorer.needs_labels and self.label_source is not None:
             self.labels = self.label_source(str(info["scene_id"]))
-        self.moves = self.spot_moves = self.passed = self.reached = 0
         self.pending.clear()
         self.bumps.clear()
-
-    @property
-    def current_spot(self) -> str | None:
-        """The spot the agent is heading for (``None`` once all are behind it)."""
-        return None if self.monitor.done else self.spots[self.monitor.current]
 
     def act(self, observation: dict[str, Any], info: dict[str, Any] | None = None) -> Action:
         """The next action: ``GO_TOWARD_POINT`` toward the current spot (or its primitive steps), or STOP."""
@@ -166,7 +151,7 @@ class VLNCMAgent:
         if self.moves >= self.max_moves:
             return STOP
         if self.spot_moves >= self.max_spot_moves:
-            self._next_spot()
+            self.next_spot()
         views = Views(observation["panorama_rgb"], observation.get("panorama_semantic"), self.labels)
         heading = float(np.asarray(observation["heading"]).reshape(-1)[0])
         if info and info.get("collided"):
@@ -177,39 +162,23 @@ class VLNCMAgent:
         if self.omp is not None:
             occupancy = self.omp.occupancy(observation["panorama_depth"], [b - heading for b in self.bumps])
         while True:
-            selection = self._select(views)
+            selection = self.select(views)
             if selection is None:
                 return STOP
             angle, distance = self._heading(occupancy, selection.angle)
             if distance >= self.arrive_distance:
                 break
-            if self.spot_moves > 0 and selection.score >= max(self.monitor.history):
-                self.reached += 1
-                self._next_spot()
+            if self.spot_moves > 0 and self.at_best(selection):
+                self.reach()
                 continue
             detour = self._detour(occupancy, selection)
             if detour is None:
-                self._next_spot()
+                self.next_spot()
                 continue
             angle, distance = detour
             break
-        self.moves += 1
-        self.spot_moves += 1
+        self.moved()
         return self._action(angle, distance)
-
-    def _next_spot(self) -> None:
-        self.monitor.advance()
-        self.spot_moves = 0
-
-    def _select(self, views: Views) -> Selection | None:
-        """The view for the current spot, moving past spots the progress monitor says are passed."""
-        while self.current_spot is not None:
-            selection = self.selector.select(views, self.current_spot)
-            if not self.monitor.update(selection.score):
-                return selection
-            self.passed += 1
-            self.spot_moves = 0
-        return None
 
     def _heading(self, occupancy: OccupancyMap | None, angle: float) -> tuple[float, float]:
         """The heading to move along near ``angle`` and how far: the OMP's best, or ``angle`` and the
@@ -235,11 +204,6 @@ class VLNCMAgent:
         self.pending.extend([TURN_LEFT if turns > 0 else TURN_RIGHT] * abs(turns))
         self.pending.extend([MOVE_FORWARD] * max(1, int(distance / self.forward_step + 1e-6)))
         return self.pending.popleft()
-
-    def episode_stats(self) -> dict[str, Any]:
-        """This episode's spots, how many the progress monitor passed and how many were reached, moves."""
-        return {"spots": list(self.spots), "spots_passed": self.passed, "spots_reached": self.reached,
-                "moves": self.moves}
 
 
 # ------------------------------------------------------------------------------------------ factory

@@ -54,8 +54,8 @@ from vlnkit.agents.street_control import (
 )
 from vlnkit.agents.vlncm.agent import build_asp, build_scorer, load_vlncm_config
 from vlnkit.agents.vlncm.asp import SpotPredictor
-from vlnkit.agents.vlncm.progress import ProgressMonitor
-from vlnkit.agents.vlncm.view_selector import Selection, ViewSelector
+from vlnkit.agents.vlncm.spots import SpotFollower
+from vlnkit.agents.vlncm.view_selector import Selection
 from vlnkit.perception.scorers import ImageTextScorer, Views
 from vlnkit.perception.scorers.semantic import object_phrases
 
@@ -105,7 +105,7 @@ def city_labels(release: str | Path) -> dict[int, tuple[str, ...]]:
     return _city_labels(str(Path(release).expanduser().resolve()))
 
 
-class StreetVLNCMAgent:
+class StreetVLNCMAgent(SpotFollower):
     """VLN-CM on a street graph (see the module docstring).
 
     Args:
@@ -133,9 +133,7 @@ class StreetVLNCMAgent:
                  pm_min_drop: float = 0.0, max_moves: int = 40, max_spot_moves: int = 12) -> None:
         if scorer.needs_labels and labels is None:
             raise ValueError("this scorer reads semantic labels: pass the city's labels")
-        self.asp = asp
-        self.scorer = scorer
-        self.selector = ViewSelector(scorer)
+        super().__init__(asp, scorer, pm_window, pm_min_drop, max_moves, max_spot_moves)
         self.num_actions = int(num_actions)
         self.semantics = semantics
         self.labels = labels
@@ -145,27 +143,15 @@ class StreetVLNCMAgent:
         self.max_turn = float(max_turn)
         self.beside = (float(beside_min), float(beside_max))
         self.reach_score = None if reach_score is None else float(reach_score)
-        self.monitor = ProgressMonitor(0, pm_window, pm_min_drop)
-        self.max_moves = int(max_moves)
-        self.max_spot_moves = int(max_spot_moves)
-        self.spots: list[str] = []
         self.target: float | None = None
         self.origin: np.ndarray | None = None
         self.rotations = 0
-        self.moves = self.spot_moves = self.passed = self.reached = 0
 
     def reset(self, observation: dict[str, Any], info: dict[str, Any] | None, seed: int) -> None:
         """Predict the episode's attention spots and start at the first."""
-        self.spots = self.asp.predict(str(observation["instruction"]))
-        self.monitor.reset(len(self.spots))
+        self.start_spots(str(observation["instruction"]))
         self.target = self.origin = None
         self.rotations = 0
-        self.moves = self.spot_moves = self.passed = self.reached = 0
-
-    @property
-    def current_spot(self) -> str | None:
-        """The spot the agent is heading for (``None`` once all are behind it)."""
-        return None if self.monitor.done else self.spots[self.monitor.current]
 
     def act(self, observation: dict[str, Any], info: dict[str, Any] | None = None) -> int:
         """The next action: a rotation toward the chosen link, FORWARD along it, or STOP."""
@@ -182,21 +168,19 @@ class StreetVLNCMAgent:
         if self.moves >= self.max_moves or not links:
             return STOP
         if self.spot_moves >= self.max_spot_moves:
-            self._next_spot()
+            self.next_spot()
         views = self._views(observation["panorama"])
         while True:
-            selection = self._select(views)
+            selection = self.select(views)
             if selection is None:
                 return STOP
             if not self._reached(selection):
                 break
-            self.reached += 1
-            self._next_spot()
+            self.reach()
         self.target = self._link(selection, heading, links)
         self.origin = position
         self.rotations = 0
-        self.moves += 1
-        self.spot_moves += 1
+        self.moved()
         return self.act(observation)
 
     def _views(self, panorama: np.ndarray) -> Views:
@@ -213,27 +197,13 @@ class StreetVLNCMAgent:
         cut = street_views(panorama, self.views, self.view_fov, self.view_vfov)
         return Views(semantic=cut, labels=self.labels) if semantic else Views(rgb=cut)
 
-    def _next_spot(self) -> None:
-        self.monitor.advance()
-        self.spot_moves = 0
-
-    def _select(self, views: Views) -> Selection | None:
-        """The best view for the current spot, moving past spots the progress monitor says are passed."""
-        while self.current_spot is not None:
-            selection = self.selector.select(views, self.current_spot)
-            if not self.monitor.update(selection.score):
-                return selection
-            self.passed += 1
-            self.spot_moves = 0
-        return None
-
     def _reached(self, selection: Selection) -> bool:
         """Whether the spot is beside the agent at its best score yet (see the module docstring)."""
         if self.reach_score is None or self.spot_moves == 0:
             return False
         side = abs(float(self.bearings[selection.view]))
         return (self.beside[0] <= side <= self.beside[1] and selection.score >= self.reach_score
-                and selection.score >= max(self.monitor.history))
+                and self.at_best(selection))
 
     def _link(self, selection: Selection, heading: float, links: list[float]) -> float:
         """The outgoing link to take: the one closest to the best view ahead, or straight on when the
@@ -245,11 +215,6 @@ class StreetVLNCMAgent:
         link = closest_link(onward, want)
         assert link is not None
         return link
-
-    def episode_stats(self) -> dict[str, Any]:
-        """This episode's spots, how many the progress monitor passed and how many were reached, moves."""
-        return {"spots": list(self.spots), "spots_passed": self.passed, "spots_reached": self.reached,
-                "moves": self.moves}
 
 
 @register("vlncm_street")
