@@ -1,4 +1,5 @@
-"""Shared fixtures: paths to the real public samples in ``../shared/data`` (absent in a user's clone)."""
+"""Shared fixtures: paths to the real public samples in ``../shared/data`` (absent in a user's clone), and a
+small synthetic houses release for the continuous tests."""
 
 from pathlib import Path
 
@@ -19,3 +20,19 @@ def shared_sample(name: str) -> Path:
 def touchdown_sample() -> Path:
     """The 40-episode real Touchdown sample with its local street graph."""
     return shared_sample("touchdown_sample")
+
+
+SMALL_HOUSES_SPLITS = {"train": 2, "val_seen": 1, "val_unseen": 3, "test": 1}
+"""Episodes per house of each split of the small houses release (2 houses, seed 3)."""
+
+
+@pytest.fixture(scope="session")
+def houses(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic houses release (seed 3, 2 houses, :data:`SMALL_HOUSES_SPLITS`), generated once."""
+    from vlnkit.envs.synth.houses import generate_houses
+
+    root = tmp_path_factory.getbasetemp() / "vlnce-houses-seed3"
+    if not (root / ".done").is_file():
+        generate_houses(root, 3, 2, SMALL_HOUSES_SPLITS)
+        (root / ".done").write_text("ok")
+    return root

@@ -18,9 +18,6 @@ from vlnkit.envs.continuous.env import (
 )
 from vlnkit.envs.continuous.geometry import habitat_to_zup, quat_from_yaw
 from vlnkit.envs.datasets import DatasetFormatError, VLNCEEpisode
-from vlnkit.envs.synth.houses import generate_houses
-
-SMALL = {"train": 2, "val_seen": 1, "val_unseen": 3, "test": 1}
 
 
 def room_glb(path):
@@ -50,15 +47,6 @@ def scenes(tmp_path_factory):
 
 def make(scenes, episodes=None, **kw):
     return gymnasium.make("vlnkit/VLNCE-v0", episodes=episodes or [episode()], scenes_dir=scenes, **kw).unwrapped
-
-
-@pytest.fixture(scope="module")
-def houses(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "vlnce-houses-seed3"
-    if not (root / ".done").is_file():
-        generate_houses(root, 3, 2, SMALL)
-        (root / ".done").write_text("ok")
-    return root
 
 
 def test_check_env_with_r2r_ce_defaults(houses):

@@ -6,23 +6,12 @@ import pytest
 
 import vlnkit.agents.continuous_baselines  # noqa: F401  (registers forward_blocked until the package imports it)
 from vlnkit.config import load_config
-from vlnkit.envs.synth.houses import generate_houses
 from vlnkit.eval.continuous import ContinuousTask, continuous_metrics_table
 from vlnkit.eval.runner import evaluate
 from vlnkit.eval.tasks import get_task
 
-SMALL = {"train": 2, "val_seen": 1, "val_unseen": 3, "test": 1}
 KEYS = {"success", "spl", "navigation_error", "oracle_success", "ndtw", "sdtw", "path_length", "steps", "collisions",
         "num_episodes"}
-
-
-@pytest.fixture(scope="module")
-def houses(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "vlnce-houses-seed3"
-    if not (root / ".done").is_file():
-        generate_houses(root, 3, 2, SMALL)
-        (root / ".done").write_text("ok")
-    return root
 
 
 def run(houses, out, *overrides):

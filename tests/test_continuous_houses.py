@@ -18,17 +18,6 @@ from vlnkit.envs.synth.houses import (
     generate_houses,
 )
 
-SMALL = {"train": 2, "val_seen": 1, "val_unseen": 3, "test": 1}
-
-
-@pytest.fixture(scope="module")
-def houses(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "vlnce-houses-seed3"
-    if not (root / ".done").is_file():
-        generate_houses(root, 3, 2, SMALL)
-        (root / ".done").write_text("ok")
-    return root
-
 
 def files(root):
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
