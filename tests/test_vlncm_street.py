@@ -186,8 +186,10 @@ def test_city_labels_name_landmarks_by_colour_category_and_sign(city: Path) -> N
     assert labels[1][0] == f"{first['colour']} {first['category']}" and first["category"] in labels[1]
     named = next(i for i, lm in enumerate(landmarks) if lm["text"])
     assert landmarks[named]["text"] in labels[named + 1]
+    shops = [lm for lm in landmarks if lm["kind"] == "storefront"]
     signs = [phrases for i, phrases in labels.items() if i > len(landmarks)]
-    assert signs and all(phrases for phrases in signs)
+    assert len(signs) == len(shops)
+    assert sorted(signs) == sorted((lm["text"],) for lm in shops)
     assert all("road" not in p and "ground" not in p for p in labels.values())
 
 

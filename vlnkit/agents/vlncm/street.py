@@ -93,15 +93,20 @@ def _city_labels(release: str) -> dict[int, tuple[str, ...]]:
     for object_id, extras in city_geometry(release).objects.items():
         if "landmark_id" not in extras:
             continue
-        phrases = (*object_phrases(extras), str(extras["category"]), str(extras.get("text") or ""))
-        labels[int(object_id)] = tuple(p for p in dict.fromkeys(phrases) if p and p != "sign")
+        name = str(extras.get("text") or "")
+        if extras["category"] == "sign":
+            phrases: tuple[str, ...] = (name,)
+        else:
+            phrases = (*object_phrases(extras), str(extras["category"]), name)
+        labels[int(object_id)] = tuple(p for p in dict.fromkeys(phrases) if p)
     return labels
 
 
 def city_labels(release: str | Path) -> dict[int, tuple[str, ...]]:
     """The phrases of every landmark's semantic id in the rendered synthetic city of ``release``: colour
     and category ("black shoe store"), the category alone (instructions often leave the colour out) and
-    the name on a storefront or its sign ("Rossi Jewelers"). Streets and the ground have none."""
+    the name on a storefront ("Rossi Jewelers"); a sign is known by its name alone. Streets and the ground
+    have none."""
     return _city_labels(str(Path(release).expanduser().resolve()))
 
 
