@@ -1,6 +1,7 @@
-"""Shared fixtures: paths to the real public samples in ``../shared/data`` (absent in a user's clone), and a
-small synthetic houses release for the continuous tests."""
+"""Shared fixtures: paths to the real public samples in ``../shared/data`` (absent in a user's clone), a
+small synthetic houses release for the continuous tests; one-thread torch for the memory tests."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,14 @@ def houses(tmp_path_factory: pytest.TempPathFactory) -> Path:
         generate_houses(root, 3, 2, SMALL_HOUSES_SPLITS)
         (root / ".done").write_text("ok")
     return root
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Tiny torch ops run fastest, and steadiest on a shared machine, on one thread (restored after)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

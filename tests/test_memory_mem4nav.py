@@ -14,13 +14,7 @@ from vlnkit.memory.checkpoint import load_torch
 DIM = 32
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny torch ops run fastest, and steadiest on a shared machine, on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(variant: str = "full", **overrides) -> Mem4NavConfig:

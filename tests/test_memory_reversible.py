@@ -8,13 +8,7 @@ import torch
 from vlnkit.memory.reversible import NumpyReversible, ReversibleTransformer
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny torch ops run fastest, and steadiest on a shared machine, on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _randomised(dim: int, dtype: torch.dtype, seed: int) -> ReversibleTransformer:
