@@ -1,6 +1,7 @@
 """The ``vlnkit`` command line.
 
     vlnkit eval [key=value ...]                 evaluate an agent (Hydra overrides of configs/eval.yaml)
+    vlnkit score SUBMISSION --task T [--data-dir PATH] [--split S]  score a submission made elsewhere
     vlnkit data check task=touchdown|map2seq|vlnce|rxr_ce data_dir=PATH [scenes_dir=PATH]
     vlnkit data synth-city --out DIR --seed S --size small|medium|large
     vlnkit data synth-houses --out DIR --seed S --count N
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,6 +60,44 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     metrics = evaluate(cfg)
     print(_results_table(str(cfg.task.kind), {f"{cfg.agent.name} on {cfg.task.name}/{cfg.split}": metrics}))
     print(f"results in {cfg.out}/ (metrics.json, episodes.jsonl, submission, report.md)")
+    if not metrics.get("num_failed"):
+        return 0
+    _print_failures(Path(str(cfg.out)), metrics)
+    return 0 if cfg.get("allow_failed") else 1
+
+
+FAILURES_SHOWN = 10
+"""How many failed episodes ``vlnkit eval`` lists on stderr (all are in ``episodes.jsonl``)."""
+
+
+def _print_failures(out: Path, metrics: dict[str, Any]) -> None:
+    """List a run's failed episodes and their errors on stderr."""
+    errors = {}
+    for line in (out / "episodes.jsonl").read_text(encoding="utf-8").splitlines():
+        record = json.loads(line) if line.strip() else {}
+        if record.get("failed"):
+            errors[str(record["episode_id"])] = record.get("error")
+    failed = [str(e) for e in metrics["failed_episodes"]]
+    print(f"{len(failed)} of {metrics['num_episodes']} episodes FAILED (scored as stopped at their start; "
+          "exit status 1, allow_failed=true exits 0):", file=sys.stderr)
+    for episode_id in failed[:FAILURES_SHOWN]:
+        print(f"  {episode_id}: {errors.get(episode_id)}", file=sys.stderr)
+    if len(failed) > FAILURES_SHOWN:
+        print(f"  ... and {len(failed) - FAILURES_SHOWN} more in {out / 'episodes.jsonl'}", file=sys.stderr)
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from vlnkit.eval.score import score_submission
+
+    overrides = [f"{key}={value}" for key, value in (("task", args.task), ("data_dir", args.data_dir),
+                                                      ("scenes_dir", args.scenes_dir), ("split", args.split))
+                 if value is not None]
+    metrics = score_submission(args.submission, [*overrides, *args.overrides])
+    print(_results_table(metrics["task_kind"], {metrics["submission"]: metrics}))
+    print(f"scored on {metrics['task']}/{metrics['split']} at {metrics['data_dir']}; not in a submission: "
+          f"{', '.join(metrics['unscored']) or 'nothing'}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     return 0
 
 
@@ -210,9 +250,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlnkit", description="Vision-and-language navigation research platform.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("eval", help="evaluate an agent on a split (Hydra overrides: task=, agent=, data_dir=, ...)")
-    p.add_argument("overrides", nargs="*")
+    from vlnkit.config import describe_config
+
+    p = sub.add_parser("eval", help="evaluate an agent on a split (Hydra overrides: task=, agent=, data_dir=, ...)",
+                       description="Evaluate an agent on a split; arguments are Hydra overrides of configs/eval.yaml.",
+                       epilog=describe_config("eval"), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("score", help="score a leaderboard submission file with the metrics of vlnkit eval")
+    p.add_argument("submission", help="submission.jsonl (street) or submission.json (R2R-CE)")
+    p.add_argument("--task", default=None, help="task config: touchdown, map2seq, synth_city, vlnce, ...")
+    p.add_argument("--data-dir", default=None, help="the release folder (default: the task's built-in data)")
+    p.add_argument("--scenes-dir", default=None, help="VLN-CE scenes root")
+    p.add_argument("--split", default=None)
+    p.add_argument("--out", default=None, help="also write the metrics to this JSON file")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="other configs/eval.yaml keys (task.semantics=...)")
+    p.set_defaults(func=_cmd_score)
 
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("check", help="validate a release folder and print a JSON summary")
@@ -293,10 +347,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that report bad input (a file, a config value, a run folder): shown as one line."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return ValueError, FileNotFoundError, HydraException, OmegaConfBaseException
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``vlnkit`` command."""
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    """Entry point of the ``vlnkit`` command. Bad input ends it with one line on stderr and exit status 2
+    (``VLNKIT_TRACEBACK=1`` shows the traceback instead)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and isinstance(getattr(args, "overrides", None), list) and all(
+            "=" in item and not item.startswith("-") for item in extra):
+        args.overrides += extra  # KEY=VALUE after an option (vlnkit score FILE --task T limit=5)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return int(args.func(args) or 0)
+    except _user_errors() as err:
+        if os.environ.get("VLNKIT_TRACEBACK"):
+            raise
+        message = " ".join(str(err).split())
+        print(f"vlnkit: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -29,6 +29,57 @@ def load_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
         return compose(config_name=name, overrides=list(overrides))
 
 
+def group_choices(name: str) -> dict[str, list[str]]:
+    """The config groups ``<name>.yaml`` composes (its ``defaults``), each with the choices its folder has."""
+    groups: dict[str, list[str]] = {}
+    root = Path(config_dir())
+    for entry in OmegaConf.load(root / f"{name}.yaml").get("defaults", []):
+        if isinstance(entry, str) or not entry:
+            continue
+        group = str(next(iter(entry)))
+        groups[group] = sorted(path.stem for path in (root / group).glob("*.yaml"))
+    return groups
+
+
+def describe_config(name: str) -> str:
+    """A help text for ``<name>.yaml``: its config groups with their choices and defaults, then its
+    top-level keys with their defaults and the comment the file gives each."""
+    root = Path(config_dir())
+    cfg = OmegaConf.load(root / f"{name}.yaml")
+    defaults = {str(k): str(v) for entry in cfg.get("defaults", []) if not isinstance(entry, str)
+                for k, v in entry.items()}
+    lines = ["config groups (choose with GROUP=CHOICE):"]
+    for group, choices in group_choices(name).items():
+        lines.append(f"  {group}={'|'.join(choices)}   (default {defaults.get(group)})")
+    lines.append("keys (set with KEY=VALUE; nested keys with dots, e.g. task.max_steps=80):")
+    comments = _key_comments(root / f"{name}.yaml")
+    for key in cfg:
+        if key == "defaults":
+            continue
+        value = OmegaConf.to_container(cfg, resolve=False)[key]
+        shown = "{...}" if isinstance(value, dict) else json.dumps(value) if not isinstance(value, str) else value
+        lines.append(f"  {key}={shown}" + (f"   {comments[key]}" if key in comments else ""))
+    return "\n".join(lines)
+
+
+def _key_comments(path: Path) -> dict[str, str]:
+    """The trailing comment of each top-level key of a YAML file, with its continuation comment lines."""
+    comments: dict[str, str] = {}
+    last: str | None = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, sep, rest = line.partition(":")
+        if sep and key and not key[0].isspace() and not key.startswith("#"):
+            last = key
+            _, hash_, comment = rest.partition("#")
+            if hash_:
+                comments[key] = comment.strip()
+        elif line.startswith(" ") and line.strip().startswith("#") and last in comments:
+            comments[last] += " " + line.strip().lstrip("#").strip()
+        else:
+            last = None
+    return comments
+
+
 def to_container(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as plain Python data (for JSON files)."""
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

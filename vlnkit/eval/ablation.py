@@ -50,6 +50,23 @@ METRICS: dict[str, tuple[str, float]] = {
 }
 """Column label and scale of each metric (rates in %, SPD in hops)."""
 
+UNBOUNDED = ("shortest_path_distance",)
+"""Metrics with no upper bound (in table units); every other metric is a rate in [0, 100] %."""
+
+
+def metric_range(metric: str, difference: bool = False) -> tuple[float, float]:
+    """The values a metric (or, with ``difference``, a paired difference of it) can take, in table units;
+    confidence intervals are clipped to it."""
+    high = math.inf if metric in UNBOUNDED else 100.0
+    return (-high, high) if difference else (0.0, high)
+
+
+def clipped_bounds(mean: float, ci: float, bounds: tuple[float, float]) -> tuple[float, float]:
+    """The interval ``mean ± ci`` clipped to ``bounds`` (``nan`` bounds when the half-width is unknown)."""
+    if math.isnan(mean) or math.isnan(ci):
+        return math.nan, math.nan
+    return max(mean - ci, bounds[0]), min(mean + ci, bounds[1])
+
 
 @dataclass(frozen=True)
 class Row:
@@ -165,6 +182,7 @@ def summarize(results: Sequence[Mapping[str, Any]], rows: Sequence[Row], metrics
             scale = METRICS.get(metric, (metric, 1.0))[1]
             mean, ci = mean_ci([r["metrics"].get(metric, math.nan) * scale for r in runs], confidence)
             entry[f"{metric}_mean"], entry[f"{metric}_ci"] = mean, ci
+            entry[f"{metric}_lo"], entry[f"{metric}_hi"] = clipped_bounds(mean, ci, metric_range(metric))
         baseline = baselines.get(row.value("agent"))
         entry["delta_mean"], entry["delta_ci"] = math.nan, math.nan
         if first is not None and baseline is not None and baseline != row:
@@ -173,14 +191,24 @@ def summarize(results: Sequence[Mapping[str, Any]], rows: Sequence[Row], metrics
             paired = [(r["metrics"].get(first, math.nan) - base[int(r["seed"])]) * scale
                       for r in runs if int(r["seed"]) in base]
             entry["delta_mean"], entry["delta_ci"] = mean_ci(paired, confidence)
+        entry["delta_lo"], entry["delta_hi"] = clipped_bounds(
+            entry["delta_mean"], entry["delta_ci"], metric_range(first or "", difference=True))
         table.append(entry)
     return table
 
 
-def _cell(mean: float, ci: float) -> str:
+def _cell(entry: Mapping[str, Any], prefix: str) -> str:
+    """``mean ± half-width``, or ``mean [low, high]`` where the interval reaches past the metric's range
+    and is clipped to it."""
+    mean, ci = entry.get(f"{prefix}_mean", math.nan), entry.get(f"{prefix}_ci", math.nan)
     if math.isnan(mean):
         return "-"
-    return f"{mean:.1f}" if math.isnan(ci) else f"{mean:.1f} ± {ci:.1f}"
+    if math.isnan(ci):
+        return f"{mean:.1f}"
+    low, high = entry[f"{prefix}_lo"], entry[f"{prefix}_hi"]
+    if low > mean - ci or high < mean + ci:
+        return f"{mean:.1f} [{low:.1f}, {high:.1f}]"
+    return f"{mean:.1f} ± {ci:.1f}"
 
 
 def write_table(table: Sequence[Mapping[str, Any]], metrics: Sequence[str], out: Path, title: str = "",
@@ -194,15 +222,14 @@ def write_table(table: Sequence[Mapping[str, Any]], metrics: Sequence[str], out:
         lines += [title, ""]
     lines += [
         f"Mean ± half-width of the {confidence:.0%} confidence interval over seeds (Student's t); "
-        f"TC, nDTW, SED in %, SPD in hops. {delta}: paired difference to the same agent without memory, "
-        "seed by seed.",
+        f"TC, nDTW, SED in %, SPD in hops; [low, high] where the interval is clipped to the metric's range. "
+        f"{delta}: paired difference to the same agent without memory, seed by seed.",
         "",
         "| group | agent | memory | setting | seeds | " + " | ".join(labels) + f" | {delta} |",
         "|---|---|---|---|---|" + "---|" * (len(labels) + 1),
     ]
     for entry in table:
-        cells = [_cell(entry[f"{m}_mean"], entry[f"{m}_ci"]) for m in metrics]
-        cells.append(_cell(entry.get("delta_mean", math.nan), entry.get("delta_ci", math.nan)))
+        cells = [_cell(entry, m) for m in metrics] + [_cell(entry, "delta")]
         lines.append(
             f"| {entry['group']} | {entry['agent'] or '-'} | {entry['memory'] or '-'} | {entry['setting'] or '-'} | "
             f"{entry['seeds']} | " + " | ".join(cells) + " |"
@@ -211,7 +238,7 @@ def write_table(table: Sequence[Mapping[str, Any]], metrics: Sequence[str], out:
     md.write_text("\n".join(lines) + "\n", encoding="utf-8")
     csv_path = out / "ablation.csv"
     fields = ["group", "agent", "memory", "setting", "swept_key", "swept_value", "seeds"]
-    fields += [f"{m}_{part}" for m in metrics for part in ("mean", "ci")] + ["delta_mean", "delta_ci"]
+    fields += [f"{m}_{part}" for m in [*metrics, "delta"] for part in ("mean", "ci", "lo", "hi")]
     with csv_path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
@@ -223,6 +250,13 @@ def write_table(table: Sequence[Mapping[str, Any]], metrics: Sequence[str], out:
 def _variant_label(entry: Mapping[str, Any]) -> str:
     """A grid row's memory variant and other settings, for the plot's x axis."""
     return (entry["memory"] or "-") + (f" {entry['setting']}" if entry["setting"] else "")
+
+
+def _error_bars(entries: Sequence[Mapping[str, Any]], metric: str) -> np.ndarray:
+    """Matplotlib's ``yerr`` (2 x N: below, above the mean) for the clipped intervals of ``entries``."""
+    bars = [(e.get(f"{metric}_mean", math.nan) - e.get(f"{metric}_lo", math.nan),
+             e.get(f"{metric}_hi", math.nan) - e.get(f"{metric}_mean", math.nan)) for e in entries]
+    return np.nan_to_num(np.asarray(bars, dtype=np.float64).reshape(-1, 2).T)
 
 
 def plot_ablation(table: Sequence[Mapping[str, Any]], path: Path, metric: str = "task_completion") -> Path:
@@ -250,13 +284,13 @@ def plot_ablation(table: Sequence[Mapping[str, Any]], path: Path, metric: str = 
         variants = list(dict.fromkeys(_variant_label(e) for e in grid))
         width = 0.8 / max(len(agents), 1)
         for a, agent in enumerate(agents):
-            means, errors = [], []
+            entries = []
             for variant in variants:
                 found = [e for e in grid if (e["agent"] or "-") == agent and _variant_label(e) == variant]
-                means.append(found[0][f"{metric}_mean"] if found else math.nan)
-                errors.append(np.nan_to_num(found[0][f"{metric}_ci"]) if found else 0.0)
+                entries.append(found[0] if found else {})
+            means = [e.get(f"{metric}_mean", math.nan) for e in entries]
             positions = np.arange(len(variants)) + (a - (len(agents) - 1) / 2) * width
-            ax.bar(positions, means, width, yerr=errors, capsize=3, label=agent)
+            ax.bar(positions, means, width, yerr=_error_bars(entries, metric), capsize=3, label=agent)
         ax.set_xticks(np.arange(len(variants)))
         ax.set_xticklabels(variants, rotation=30, ha="right")
         ax.set_ylabel(label)
@@ -273,8 +307,7 @@ def plot_ablation(table: Sequence[Mapping[str, Any]], path: Path, metric: str = 
             ax.set_xticks(xs)
             ax.set_xticklabels(values)
         means = [e[f"{metric}_mean"] for e in entries]
-        errors = [np.nan_to_num(e[f"{metric}_ci"]) for e in entries]
-        ax.errorbar(xs, means, yerr=errors, marker="o", capsize=3)
+        ax.errorbar(xs, means, yerr=_error_bars(entries, metric), marker="o", capsize=3)
         ax.set_xlabel(entries[0]["swept_key"] or name)
         ax.set_ylabel(label)
         setting = entries[0]["memory"] or ""
@@ -312,6 +345,37 @@ def _policy_checkpoint(cfg: DictConfig, seed: int, progress: bool) -> str:
     return str(path)
 
 
+REPLACED_KEYS = ("ablation.grid", "ablation.sweeps")
+"""Study keys that a command-line override sets outright: Hydra merges a dict value into the default,
+so ``ablation.sweeps={}`` would otherwise keep every default sweep."""
+
+
+def _replace_study_lists(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """Give the overrides of :data:`REPLACED_KEYS` their literal value (``ablation.sweeps={}``: no sweeps)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override in OverridesParser.create().parse_overrides([str(o) for o in overrides]):
+        key = override.get_key_element().lstrip("+")
+        if key in REPLACED_KEYS and not override.is_sweep_override() and not override.is_delete():
+            OmegaConf.update(cfg, key, override.value(), merge=False)
+
+
+def _validate_study(ablation: DictConfig) -> None:
+    """Refuse a study that would run nothing, or report metrics it cannot compute, with one line."""
+    from vlnkit.eval.runner import ConfigError
+
+    if not (ablation.get("grid") or ablation.get("sweeps")):
+        raise ConfigError("ablation.grid and ablation.sweeps are both empty: the study has no rows")
+    if not ablation.get("seeds"):
+        raise ConfigError("ablation.seeds is empty: expected a list of seeds, e.g. ablation.seeds=[0,1,2]")
+    unknown = [str(m) for m in ablation.get("metrics") or [] if str(m) not in METRICS]
+    if unknown or not ablation.get("metrics"):
+        raise ConfigError(f"ablation.metrics={list(ablation.get('metrics') or [])}: expected some of {', '.join(METRICS)}"
+                          + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+    if not 0.0 < float(ablation.confidence) < 1.0:
+        raise ConfigError(f"ablation.confidence={ablation.confidence}: expected a level in (0, 1), e.g. 0.95")
+
+
 def run_ablation(cfg: DictConfig, overrides: Sequence[str] = ()) -> Path:
     """Run the study ``cfg`` describes (``configs/ablate.yaml``, composed with ``overrides``) and write its
     table and plot; returns the output folder. ``overrides`` (the command line's) are replayed under every
@@ -319,7 +383,9 @@ def run_ablation(cfg: DictConfig, overrides: Sequence[str] = ()) -> Path:
     from vlnkit.config import load_config
     from vlnkit.eval.runner import evaluate
 
+    _replace_study_lists(cfg, overrides)
     ablation = cfg.ablation
+    _validate_study(ablation)
     out = Path(str(ablation.out)).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     rows = plan_rows(ablation)

@@ -30,16 +30,22 @@ TABLE_COLUMNS = (
 )
 
 
+def _cell(value: Any, scale: float) -> str:
+    """A table cell: the value times ``scale`` to two decimals, ``-`` where there is none."""
+    return "-" if value is None or np.isnan(float(value)) else f"{float(value) * scale:.2f}"
+
+
 def metrics_table(
     rows: Mapping[str, Mapping[str, Any]], columns: Sequence[tuple[str, str, float]] = TABLE_COLUMNS
 ) -> str:
     """A Markdown table, one row per named run; ``columns`` are ``(metric key, label, scale)`` (the street
-    columns by default, where fractions are shown as percentages like the papers)."""
-    header = "| run | " + " | ".join(label for _, label, _ in columns) + " | episodes |"
-    lines = [header, "|" + "---|" * (len(columns) + 2)]
+    columns by default, where fractions are shown as percentages like the papers). The last columns count
+    the episodes and those that failed (scored as stopped at their start)."""
+    header = "| run | " + " | ".join(label for _, label, _ in columns) + " | episodes | failed |"
+    lines = [header, "|" + "---|" * (len(columns) + 3)]
     for name, m in rows.items():
-        cells = [f"{float(m[key]) * scale:.2f}" for key, _, scale in columns]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {int(m['num_episodes'])} |")
+        cells = [_cell(m.get(key), scale) for key, _, scale in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {int(m['num_episodes'])} | {int(m.get('num_failed', 0))} |")
     return "\n".join(lines)
 
 

@@ -34,8 +34,12 @@ Faults:
   ``failed_episodes``). A failed episode counts as finished: resuming does not retry it (delete its
   line to retry it).
 - *Different run, same folder*: a folder whose ``run.json`` has another config hash or dataset hash is
-  refused. Keys that change only how a run executes (:data:`EXECUTION_KEYS`) are not hashed, so a run
-  may resume with another backend or worker count.
+  refused, with the config keys that differ. Keys that change only how a run executes
+  (:data:`EXECUTION_KEYS`) are not hashed, so a run may resume with another backend or worker count. A
+  folder with no finished episode (a run that stopped at start-up, say on a bad config) is taken over by
+  the next run, so the corrected command needs no other ``out=``.
+- *Two runs, same folder at once*: the run holds a lock on ``run.lock`` in the folder while it works; a
+  second run into the folder is refused at once instead of doing the same episodes again.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+import filelock
 import gymnasium
 import numpy as np
 from omegaconf import DictConfig
@@ -69,11 +74,11 @@ from vlnkit.eval.provenance import dataset_hash, git_commit, package_versions
 from vlnkit.eval.tasks import EvalTask, get_task
 
 __all__ = [
-    "EXECUTION_KEYS", "CorruptRunError", "episode_seed", "evaluate", "read_finished", "rollout", "run_episodes",
-    "run_identity",
+    "EXECUTION_KEYS", "ConfigError", "CorruptRunError", "RunFolderError", "config_differences", "episode_seed",
+    "evaluate", "read_finished", "rollout", "run_episodes", "run_identity", "validate_config",
 ]
 
-EXECUTION_KEYS = ("out", "progress", "runner", "workers", "ray_address", "max_retries", "num_plots")
+EXECUTION_KEYS = ("out", "progress", "runner", "workers", "ray_address", "max_retries", "num_plots", "allow_failed")
 """Config keys that change how a run executes or is reported but not its per-episode results; they are
 left out of the config hash."""
 
@@ -83,6 +88,26 @@ HEADLINE_METRICS = (("task_completion", "TC"), ("success", "SR"), ("spl", "SPL")
 
 class CorruptRunError(ValueError):
     """``episodes.jsonl`` has a damaged line that a crash cannot explain; the run folder needs a look."""
+
+
+class RunFolderError(ValueError):
+    """The run folder belongs to another run (other config or data), or another run is writing to it."""
+
+
+class ConfigError(ValueError):
+    """A run config value is out of its range; the message names the key, the value and what is expected."""
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Refuse config values that would silently run something other than what was asked for."""
+    limit = cfg.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"limit={limit!r}: expected a whole number of episodes >= 1, or null for the whole split")
+    for key in ("workers", "num_plots", "max_retries"):
+        value = cfg.get(key)
+        minimum = 1 if key == "workers" else 0
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+            raise ConfigError(f"{key}={value!r}: expected a whole number >= {minimum}")
 
 
 def episode_seed(seed: int, episode_id: str) -> int:
@@ -133,25 +158,66 @@ def run_identity(resolved: dict[str, Any], episodes: Sequence[Any]) -> dict[str,
     return {"config_hash": config_hash(hashed), "dataset_hash": dataset_hash(episodes), "config": resolved}
 
 
+def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The keys where two resolved configs differ, as ``key: old -> new`` lines (dotted keys, sorted),
+    leaving out :data:`EXECUTION_KEYS` at the top level."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
+    lines = []
+    for key in sorted(set(old) | set(new), key=str):
+        if not prefix and key in EXECUTION_KEYS:
+            continue
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if key not in old:
+            lines.append(f"{name}: (absent) -> {new[key]!r}")
+        elif key not in new:
+            lines.append(f"{name}: {old[key]!r} -> (absent)")
+        else:
+            lines += config_differences(old[key], new[key], name)
+    return lines
+
+
+def _has_finished_episodes(out: Path) -> bool:
+    """Whether the folder's ``episodes.jsonl`` holds anything (a run that got past start-up)."""
+    log = out / "episodes.jsonl"
+    return log.is_file() and bool(log.read_bytes().strip())
+
+
 def _check_run_folder(out: Path, identity: dict[str, Any]) -> None:
     """Refuse to resume into a folder made by a different config or on different data (results would
-    mix); create the folder and its ``run.json`` for a new run."""
+    mix), naming what differs; write ``run.json`` for a new run, or over that of a run that finished no
+    episode."""
     marker = out / "run.json"
-    if marker.is_file():
+    if marker.is_file() and _has_finished_episodes(out):
         previous = json.loads(marker.read_text())
         if previous.get("config_hash") != identity["config_hash"]:
-            raise ValueError(
+            changed = config_differences(previous.get("config", {}), identity["config"])
+            raise RunFolderError(
                 f"{out} holds a run with a different config (hash {previous.get('config_hash')} vs "
-                f"{identity['config_hash']}); choose another out= or delete the folder"
+                f"{identity['config_hash']}; changed: {'; '.join(changed) or 'unknown'}); "
+                "choose another out= or delete the folder"
             )
         if previous.get("dataset_hash", identity["dataset_hash"]) != identity["dataset_hash"]:
-            raise ValueError(
+            raise RunFolderError(
                 f"{out} holds a run on a different dataset (hash {previous['dataset_hash']} vs "
                 f"{identity['dataset_hash']}: the split's episodes changed); choose another out= or delete the folder"
             )
     else:
-        out.mkdir(parents=True, exist_ok=True)
         _write_json(marker, identity)
+
+
+def _lock_run_folder(out: Path) -> filelock.BaseFileLock:
+    """Take the run folder's lock (released when the run ends, or by the OS when its process dies)."""
+    out.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(out / "run.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise RunFolderError(
+            f"another run is writing to {out} (its lock {out / 'run.lock'} is held); wait for it to end "
+            "or choose another out="
+        ) from None
+    return lock
 
 
 def _append_line(f: IO[str], record: dict[str, Any]) -> None:
@@ -231,6 +297,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     Returns the contents of ``metrics.json``.
     """
+    validate_config(cfg)
     imports = [str(name) for name in cfg.get("imports") or []]
     import_modules(imports)
     task = get_task(str(cfg.task.get("kind", "street")))
@@ -243,6 +310,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     resolved["data_dir"] = str(data_dir)
     identity = run_identity(resolved, todo)
     out = Path(str(cfg.out))
+    lock = _lock_run_folder(out)
+    try:
+        return _evaluate_locked(cfg, task, env, data_dir, resolved, imports, todo, identity, out)
+    finally:
+        lock.release()
+
+
+def _evaluate_locked(cfg: DictConfig, task: EvalTask, env: gymnasium.Env, data_dir: Path, resolved: dict[str, Any],
+                     imports: list[str], todo: list[Any], identity: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The part of :func:`evaluate` that runs while it holds the run folder's lock."""
     _check_run_folder(out, identity)
     log = out / "episodes.jsonl"
     finished = read_finished(log)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import gymnasium
 from omegaconf import DictConfig
 
-from vlnkit.envs.datasets import StreetEpisode, write_submission
+from vlnkit.envs.datasets import DatasetFormatError, StreetEpisode, write_submission
 from vlnkit.envs.street.env import StreetEnv
 from vlnkit.eval.metrics import street_metrics
 from vlnkit.eval.report import write_report
@@ -52,6 +53,48 @@ class StreetTask:
     def episodes(self, env: StreetEnv) -> Sequence[StreetEpisode]:
         """The environment's episodes."""
         return env.episodes
+
+    unscored_keys = ("steps",)
+    """Metrics a submission file cannot give (it holds the route, not the actions)."""
+
+    def submission_traces(self, path: Path, env: StreetEnv,
+                          episodes: Sequence[StreetEpisode]) -> dict[str, tuple[list[str], list[int]]]:
+        """Read a street submission (JSON lines with ``route_id`` or ``id`` and ``route_panoids``, as
+        :func:`~vlnkit.envs.datasets.write_submission` writes it) into each episode's trace, by episode id.
+        Duplicate, unknown and missing episodes and panoids outside the graph are errors."""
+        by_key = {("route_id" if ep.kind == "touchdown" else "id", str(ep.to_record()[
+            "route_id" if ep.kind == "touchdown" else "id"])): ep for ep in episodes}
+        traces: dict[str, tuple[list[str], list[int]]] = {}
+        first_line: dict[str, int] = {}
+        for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except ValueError as err:
+                raise DatasetFormatError(path, number, None, f"not a JSON line ({err})") from None
+            key = next((k for k in ("route_id", "id") if isinstance(row, dict) and k in row), None)
+            if key is None:
+                raise DatasetFormatError(path, number, "route_id", "missing: expected route_id (Touchdown) or id (Map2Seq)")
+            episode = by_key.get((key, str(row[key])))
+            if episode is None:
+                raise DatasetFormatError(path, number, key, f"{row[key]!r} is not an episode of the split")
+            route = row.get("route_panoids")
+            if not isinstance(route, list) or not route or not all(isinstance(p, str) for p in route):
+                raise DatasetFormatError(path, number, "route_panoids", "expected a non-empty list of panoid strings")
+            outside = [p for p in route if p not in env.graph.index]
+            if outside:
+                raise DatasetFormatError(path, number, "route_panoids", f"panoids not in the graph: {outside[:3]}")
+            if episode.episode_id in traces:
+                raise DatasetFormatError(path, number, key, f"{row[key]!r} again (first on line "
+                                         f"{first_line[episode.episode_id]})")
+            first_line[episode.episode_id] = number
+            traces[episode.episode_id] = (route, [])
+        missing = [ep.episode_id for ep in episodes if ep.episode_id not in traces]
+        if missing:
+            raise DatasetFormatError(path, None, None, f"{len(missing)} of {len(episodes)} episodes of the split have "
+                                     f"no row, e.g. {missing[:3]}")
+        return traces
 
     def trace(self, info: dict[str, Any]) -> str:
         """The panoid the agent stands on."""
