@@ -1,6 +1,7 @@
 """The ``vlnkit/VLNCE-v0`` environment: Gymnasium contract, R2R-CE motion, info, options, errors."""
 
 import math
+import re
 
 import gymnasium
 import numpy as np
@@ -152,9 +153,56 @@ def test_go_toward_point_and_look(scenes):
 def test_episode_without_goal_never_succeeds(scenes):
     env = make(scenes, episodes=[episode(goal=None)], rgb_size=(16, 16), depth_size=(16, 16))
     _, info = env.reset()
-    assert info["oracle_action"] == STOP and math.isnan(info["distance_to_goal"])
+    assert info["oracle_action"] == STOP and info["distance_to_goal"] is None
     _, reward, terminated, _, _ = env.step(STOP)
     assert terminated and reward == 0.0
+    env.close()
+
+
+def test_check_env_on_a_split_without_goals(houses):
+    # Test splits have no goals: distance_to_goal is None (a NaN there is unequal to itself, and
+    # check_env's determinism check compares infos).
+    env = gymnasium.make("vlnkit/VLNCE-v0", data_dir=houses, split="test", rgb_size=(16, 16), depth_size=(16, 16)).unwrapped
+    assert all(not ep.goals for ep in env.episodes)
+    check_env(env, skip_render_check=True)
+    _, info = env.reset(seed=0)
+    assert info["distance_to_goal"] is None and info["oracle_action"] == STOP
+    env.close()
+
+
+def off_floor_error(scenes, ep):
+    env = make(scenes, episodes=[ep], rgb_size=(16, 16), depth_size=(16, 16))
+    with pytest.raises(DatasetFormatError) as err:
+        env.reset()
+    env.close()
+    return err.value
+
+
+def test_goal_far_off_the_map_is_refused(scenes):
+    err = off_floor_error(scenes, episode(episode_id="7", goal=(1.4e6, 0.0, 2.0)))
+    assert err.field == "episodes[0].goals[0].position"
+    message = str(err)
+    assert "episode '7'" in message and "[1400000.0, 0.0, 2.0]" in message
+    assert "1.0 m horizontally and 0.5 m vertically" in message  # the tolerance
+    # The nearest navigable point is at the floor's east edge, x = 6 m less the 0.1 m agent radius.
+    away = float(re.search(r"is ([0-9.]+) m away horizontally", message).group(1))
+    assert away == pytest.approx(1.4e6 - 5.9, abs=0.1)
+
+
+def test_extreme_start_is_refused_not_an_index_error(scenes):
+    err = off_floor_error(scenes, episode(episode_id="8", start=(1e300, 0.0, 2.0)))
+    assert err.field == "episodes[0].start_position"
+    assert "episode '8'" in str(err) and "[1e+300, 0.0, 2.0]" in str(err) and "no navigable point" in str(err)
+
+
+def test_floor_tolerance_bounds(scenes):
+    # A goal 1 m above the floor: 0.5 m vertically is the most allowed.
+    err = off_floor_error(scenes, episode(goal=(5.0, 1.0, 2.0)))
+    assert "1.00 m vertically" in str(err)
+    # 0.6 m beyond the east edge of the floor (nearest navigable x is about 5.9): within the metre, snapped.
+    env = make(scenes, episodes=[episode(goal=(6.5, 0.0, 2.0))], rgb_size=(16, 16), depth_size=(16, 16))
+    _, info = env.reset()
+    assert info["distance_to_goal"] == pytest.approx(4.9, rel=0.03)  # straight through the door to x = 5.9
     env.close()
 
 

@@ -14,6 +14,28 @@ KEYS = {"success", "spl", "navigation_error", "oracle_success", "ndtw", "sdtw", 
         "num_episodes"}
 
 
+UNITS = {"path_length": "TL (m)", "navigation_error": "NE (m)", "oracle_success": "OSR (%)", "success": "SR (%)",
+         "spl": "SPL (%)", "ndtw": "nDTW (%)", "sdtw": "sDTW (%)"}
+
+
+def table_row(markdown):
+    """The first row of the Markdown table in ``markdown``, by column header."""
+    rows = [line for line in markdown.splitlines() if line.startswith("|")]
+    header, first = ([cell.strip() for cell in line.strip("|").split("|")] for line in (rows[0], rows[2]))
+    return dict(zip(header, first))
+
+
+def test_table_states_units_and_shows_rates_in_percent():
+    metrics = {"path_length": 7.0, "navigation_error": 2.5, "oracle_success": 0.5, "success": 0.25, "spl": 0.2,
+               "ndtw": 0.75, "sdtw": 0.125, "steps": 12.0, "collisions": 1.0, "num_episodes": 4}
+    shown = table_row(continuous_metrics_table({"run a": metrics}))
+    assert shown["run"] == "run a"
+    assert {label: shown[label] for label in UNITS.values()} == {
+        "TL (m)": "7.00", "NE (m)": "2.50", "OSR (%)": "50.00", "SR (%)": "25.00", "SPL (%)": "20.00",
+        "nDTW (%)": "75.00", "sDTW (%)": "12.50"}
+    assert shown["steps"] == "12.00" and shown["collisions"] == "1.00"
+
+
 def run(houses, out, *overrides):
     cfg = load_config("eval", ["task=synth_houses", f"data_dir={houses}", "split=val_unseen", f"out={out}",
                                "progress=false", *overrides])
@@ -39,7 +61,14 @@ def test_oracle_eval_writes_the_results_layout(houses, tmp_path):
     assert len(steps) == len(records[0]["actions"]) + 1
     assert sorted(p.name for p in (out / "maps").iterdir()) == ["1.png", "2.png"]
     report = (out / "report.md").read_text()
-    assert "| run | TL | NE | OSR | SR | SPL | nDTW | sDTW |" in report and "maps/1.png" in report
+    assert "| run | TL (m) | NE (m) | OSR (%) | SR (%) | SPL (%) | nDTW (%) | sDTW (%) |" in report
+    assert "maps/1.png" in report and "OSR, SR, SPL, nDTW and sDTW in %" in report
+    # The report's numbers are metrics.json's in the header's unit: metres as they are, rates times 100.
+    saved = json.loads((out / "metrics.json").read_text())
+    shown = table_row(report)
+    for key, label in UNITS.items():
+        scale = 100.0 if label.endswith("(%)") else 1.0
+        assert float(shown[label]) == pytest.approx(saved[key] * scale, abs=0.005), label
     again = run(houses, out, "agent=oracle", "num_plots=2")  # resumes: nothing left to run
     assert again["success"] == metrics["success"]
 
@@ -54,7 +83,7 @@ def test_baselines_and_rxr_submission(houses, tmp_path):
     assert all(r["actions"][-1] == 0 for r in blocked)  # stops once blocked
     assert all(r["metrics"]["collisions"] == 1.0 or len(r["actions"]) == 500 for r in blocked)
     table = continuous_metrics_table(rows)
-    assert "forward_blocked" in table and "| run | TL | NE | OSR | SR | SPL |" in table
+    assert "forward_blocked" in table and "| run | TL (m) | NE (m) | OSR (%) | SR (%) | SPL (%) |" in table
     run(houses, tmp_path / "rxr", "agent=oracle", "task.dataset=rxr", "num_plots=0")
     lines = [json.loads(line) for line in (tmp_path / "rxr" / "submission.jsonl").read_text().splitlines()]
     assert len(lines) == 3 and set(lines[0]) == {"instruction_id", "path"} and len(lines[0]["path"][0]) == 3

@@ -138,3 +138,14 @@ def test_real_test_scenes_load_z_up_and_have_floor():
     assert nav.cell_size == pytest.approx(math.sqrt(200.002**2 / 100_000), rel=1e-3)  # coarsened to fit
     assert nav.num_cells > 90_000
     assert nav.locate([0.0, 0.0, 0.0]) >= 0
+
+
+def test_points_without_a_nearest_cell_are_a_clear_error(door_room):
+    nav = door_room
+    assert nav.locate([1e300, 0.0, 0.5]) == -1 and nav.locate([math.nan, 0.0, 0.5]) == -1
+    assert nav.locate([1.7e308, 0.0, 0.5]) == -1  # (x - origin) / cell size overflows
+    for point in ([1e300, 0.0, 0.5], [math.inf, 0.0, 0.5], [1.0, math.nan, 0.5]):
+        with pytest.raises(ValueError, match="no nearest floor cell"):
+            nav.snap_cell(np.array(point))
+    # A finite far point still has a nearest cell: the floor's east edge (x = 6 m less the agent radius).
+    assert nav.positions[nav.snap_cell(np.array([1e6, 0.0, 0.5]))][0] == pytest.approx(5.9, abs=0.05)

@@ -30,21 +30,27 @@ from vlnkit.eval.metrics import continuous_metrics
 from vlnkit.eval.report import metrics_table
 
 TABLE_COLUMNS = (
-    ("path_length", "TL", 1.0),
-    ("navigation_error", "NE", 1.0),
-    ("oracle_success", "OSR", 1.0),
-    ("success", "SR", 1.0),
-    ("spl", "SPL", 1.0),
-    ("ndtw", "nDTW", 1.0),
-    ("sdtw", "sDTW", 1.0),
+    ("path_length", "TL (m)", 1.0),
+    ("navigation_error", "NE (m)", 1.0),
+    ("oracle_success", "OSR (%)", 100.0),
+    ("success", "SR (%)", 100.0),
+    ("spl", "SPL (%)", 100.0),
+    ("ndtw", "nDTW (%)", 100.0),
+    ("sdtw", "sDTW (%)", 100.0),
     ("steps", "steps", 1.0),
     ("collisions", "collisions", 1.0),
 )
-"""Columns of the report table, in the order VLN-CE papers print them (fractions as fractions)."""
+"""Columns of the human-facing tables, in the order VLN-CE papers print them: ``(metric key, header with
+its unit, scale)``. Rates are shown as percentages, as the papers and the street tables show them;
+``metrics.json`` and ``episodes.jsonl`` keep the raw fractions and metres."""
+
+TABLE_CAPTION = "TL and NE in metres; OSR, SR, SPL, nDTW and sDTW in % (metrics.json holds them as fractions)."
+"""The line under the report's table that spells out its units."""
 
 
 def continuous_metrics_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
-    """A Markdown table of continuous-task metrics, one row per named run."""
+    """A Markdown table of continuous-task metrics, one row per named run, in the units of
+    :data:`TABLE_COLUMNS` (each header names its unit)."""
     return metrics_table(rows, TABLE_COLUMNS)
 
 
@@ -181,7 +187,8 @@ def plot_topdown(path: Path, env: VLNCEEnv, episode: VLNCEEpisode, record: Mappi
     ax.set_xlabel("x (m)")
     ax.set_ylabel("z (m)")
     m = record["metrics"]
-    ax.set_title(f"episode {episode.episode_id}: SR {m['success']:.0f}, NE {m['navigation_error']:.2f} m", fontsize=10)
+    ax.set_title(f"episode {episode.episode_id}: SR {100 * m['success']:.0f} %, NE {m['navigation_error']:.2f} m",
+                 fontsize=10)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
@@ -193,8 +200,7 @@ def write_continuous_report(out: Path, env: VLNCEEnv, episodes: Sequence[VLNCEEp
     """Write ``report.md`` (metrics table, top-down maps of the first ``num_plots`` episodes)."""
     cfg = metrics.get("config", {})
     name = f"{cfg.get('agent', {}).get('name', 'agent')} on {cfg.get('task', {}).get('name', 'task')}/{cfg.get('split', '')}"
-    lines = [f"# Evaluation: {name}", "", continuous_metrics_table({name: metrics}), "",
-             "TL and NE in metres; OSR, SR, SPL, nDTW and sDTW as fractions.", ""]
+    lines = [f"# Evaluation: {name}", "", continuous_metrics_table({name: metrics}), "", TABLE_CAPTION, ""]
     shown = min(num_plots, len(records))
     if shown:
         (out / "maps").mkdir(exist_ok=True)

@@ -22,10 +22,20 @@ to the heading): the agent turns to the angle and walks up to the distance, stop
 
 ``info`` holds ``episode_id``, ``scene_id``, ``position`` ``[x, y, z]``, ``heading``, ``collided`` (the last
 motion was blocked) and ``collisions`` (count so far) and, unless ``guidance=False``, the privileged
-``distance_to_goal`` (geodesic, metres) and ``oracle_action`` (the shortest-path follower's next action).
+``distance_to_goal`` (geodesic, metres; ``None`` in episodes without goals) and ``oracle_action`` (the
+shortest-path follower's next action).
 
 The reward is 0 except on STOP, where it is 1.0 when the geodesic distance to the goal is below the
 success distance. Episodes without goals (test splits) can be run but never succeed.
+
+An episode's start and goals must lie on the scene's navigable floor, up to :data:`FLOOR_TOLERANCE_M`
+(1 m horizontally, 0.5 m vertically): ``reset`` snaps them onto the floor, and snapping a position from
+farther away would silently score another place, so such an episode is refused with a
+:class:`~vlnkit.envs.datasets.DatasetFormatError` naming it, the position, the nearest navigable point
+and its distance. The vertical band is habitat-sim's ``is_navigable`` default (``max_y_delta=0.5``);
+the horizontal metre absorbs the difference between habitat-sim's navmesh, on which R2R-CE positions
+were recorded, and this package's floor grid (eroded by the agent radius), while any position truly off
+the map is refused.
 """
 
 from __future__ import annotations
@@ -60,6 +70,9 @@ from vlnkit.envs.datasets import (
 STOP, MOVE_FORWARD, TURN_LEFT, TURN_RIGHT, LOOK_UP, LOOK_DOWN = 0, 1, 2, 3, 4, 5
 ACTION_NAMES = ("stop", "move_forward", "turn_left", "turn_right", "look_up", "look_down")
 PANORAMA_VIEWS = 12
+FLOOR_TOLERANCE_M = (1.0, 0.5)
+"""How far (metres, horizontally and vertically) an episode's start or goal may lie from the nearest
+navigable point of its scene (see the module docstring)."""
 
 
 def default_scenes_dir(data_dir: Path) -> Path:
@@ -279,9 +292,11 @@ class VLNCEEnv(gymnasium.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
         """Start an episode: ``options={"episode_id": ...}`` or ``{"episode_index": i}``, else a random one."""
         super().reset(seed=seed)
-        ep = self.episodes[episode_from_options(options, self.episode_index, len(self.episodes), self.np_random)]
-        self._episode = ep
+        index = episode_from_options(options, self.episode_index, len(self.episodes), self.np_random)
+        ep = self.episodes[index]
         self.backend.load_scene(self.scene_path(ep))
+        self._check_on_floor(index, ep)
+        self._episode = ep
         self.backend.set_agent_state(ep.start_position, ep.start_rotation)
         self._yaw = yaw_from_quat(np.asarray(ep.start_rotation))
         self._pitch = 0.0
@@ -290,6 +305,31 @@ class VLNCEEnv(gymnasium.Env):
         self._collided = False
         self._goals = [list(p) for p in ep.goal_positions]
         return self._observation(), self._info()
+
+    def _check_on_floor(self, index: int, ep: VLNCEEpisode) -> None:
+        """Refuse ``ep`` (at ``index``) when its start or a goal lies farther than :data:`FLOOR_TOLERANCE_M`
+        from the current scene's navigable floor."""
+        points = [("start_position", ep.start_position)]
+        points += [(f"goals[{g}].position", goal) for g, goal in enumerate(ep.goal_positions)]
+        max_horizontal, max_vertical = FLOOR_TOLERANCE_M
+        for name, point in points:
+            p = np.asarray(point, dtype=np.float64)
+            nearest = np.asarray(self.backend.snap_point(p), dtype=np.float64)
+            horizontal = math.hypot(nearest[0] - p[0], nearest[2] - p[2])
+            vertical = abs(float(nearest[1] - p[1]))
+            if horizontal <= max_horizontal and vertical <= max_vertical:
+                continue
+            if np.isfinite(nearest).all():
+                found = (f"the nearest navigable point {nearest.round(3).tolist()} is {horizontal:.2f} m away "
+                         f"horizontally and {vertical:.2f} m vertically")
+            else:
+                found = "no navigable point was found near it"
+            raise DatasetFormatError(
+                self.split_path or Path("<episodes>"), None, f"episodes[{index}].{name}",
+                f"episode {ep.episode_id!r}: position {p.tolist()} is off the navigable floor of scene "
+                f"{ep.scene_id!r}: {found}; a position must lie within {max_horizontal} m horizontally and "
+                f"{max_vertical} m vertically of the floor",
+            )
 
     # ------------------------------------------------------------------ stepping
     def _parse_action(self, action: Any) -> tuple[int, float, float]:
@@ -385,7 +425,7 @@ class VLNCEEnv(gymnasium.Env):
             "collisions": int(self._collisions),
         }
         if self.guidance:
-            info["distance_to_goal"] = self.distance_to_goal()
+            info["distance_to_goal"] = self.distance_to_goal() if self._goals else None
             info["oracle_action"] = self.oracle_action()
         return info
 

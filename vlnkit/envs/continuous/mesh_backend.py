@@ -248,13 +248,18 @@ class MeshBackend:
         return self.navmesh.locate(np.asarray(point, dtype=np.float64)) >= 0
 
     def snap_point(self, point: Sequence[float]) -> np.ndarray:
-        """The point itself on its floor cell, else the nearest cell centre."""
+        """The point itself on its floor cell, else the nearest cell centre however far (the environment
+        refuses episode positions beyond its tolerance); NaNs for a point with no measurable nearest
+        cell (not finite, or too far out), as habitat-sim answers a point it cannot snap."""
         nav = self.navmesh
         p = np.asarray(point, dtype=np.float64)
         cell = nav.locate(p)
         if cell >= 0:
             return np.array([p[0], nav.height[cell], p[2]])
-        return nav.positions[nav.snap_cell(p)].copy()
+        try:
+            return nav.positions[nav.snap_cell(p)].copy()
+        except ValueError:
+            return np.full(3, np.nan)
 
     def close(self) -> None:
         """Release the renderers of all cached scenes."""

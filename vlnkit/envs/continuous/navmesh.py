@@ -149,9 +149,12 @@ class NavMesh:
 
     def locate(self, point: Sequence[float]) -> int:
         """The cell under ``point`` (-1 when it is not on the floor); the scalar twin of :meth:`cells_at`."""
-        x, y, z = float(point[0]), float(point[1]), float(point[2])
-        i = math.floor((x - self.origin[0]) / self.cell_size)
-        k = math.floor((z - self.origin[2]) / self.cell_size)
+        y = float(point[1])
+        fi = (float(point[0]) - float(self.origin[0])) / self.cell_size
+        fk = (float(point[2]) - float(self.origin[2])) / self.cell_size
+        if not (math.isfinite(fi) and math.isfinite(fk)):
+            return -1
+        i, k = math.floor(fi), math.floor(fk)
         if not (0 <= i < self.shape[0] and 0 <= k < self.shape[1]):
             return -1
         column = i * self.shape[1] + k
@@ -163,13 +166,19 @@ class NavMesh:
         return best
 
     def snap_cell(self, point: np.ndarray) -> int:
-        """The cell under ``point``, else the cell whose centre is nearest to it."""
+        """The cell under ``point``, else the cell whose centre is nearest to it, however far (callers
+        that take positions from data check the distance). Raises ``ValueError`` for a point whose
+        distance to the floor cannot be computed (not finite, or so far out that it overflows)."""
         cell = self.locate(point)
         if cell >= 0:
             return cell
         if self._tree is None:
             self._tree = cKDTree(self.positions)
-        return int(self._tree.query(np.asarray(point, dtype=np.float64))[1])
+        p = np.asarray(point, dtype=np.float64)
+        distance, nearest = self._tree.query(p) if np.isfinite(p).all() else (math.inf, -1)
+        if not math.isfinite(distance):
+            raise ValueError(f"position {p.tolist()} has no nearest floor cell: its distance to the floor is not finite")
+        return int(nearest)
 
     def walk(self, start: np.ndarray, end: np.ndarray, start_cell: int) -> tuple[np.ndarray, int, bool]:
         """Walk the straight line from ``start`` (on ``start_cell``) toward ``end`` (only its ``x, z``
