@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from vlnkit.agents import register
+from vlnkit.agents.base import AgentInputError
 from vlnkit.agents.baselines import RandomAgent
 
 
@@ -63,6 +64,19 @@ class FaultyAgent(RandomAgent):
         if episode_id in self.crash_once_ids and self._first_attempt(episode_id):
             os._exit(3)
         super().reset(observation, info, seed)
+
+
+class RefusingAgent(RandomAgent):
+    """The random agent, refusing its inputs at ``reset`` as an agent does on a release it cannot read."""
+
+    def reset(self, observation: dict[str, Any], info: dict[str, Any], seed: int) -> None:
+        """Refuse, naming a missing input."""
+        raise AgentInputError("agent=refusing needs observation 'panorama'; set task.panorama=features")
+
+
+@register("refusing")
+def _refusing(cfg: DictConfig, num_actions: int) -> RefusingAgent:
+    return RefusingAgent(num_actions)
 
 
 @register("slow")

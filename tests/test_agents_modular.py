@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vlnkit.agents.base import create
+from vlnkit.agents.base import AgentInputError, create
 from vlnkit.agents.memory_support import ViewCodec, build_memory
 from vlnkit.agents.modular import agent as _registers  # noqa: F401  (registers "modular")
 from vlnkit.agents.modular.agent import _count_runs, build_modular_agent
@@ -259,11 +259,17 @@ def test_agent_runs_on_observations_alone(city_env, variant: str) -> None:
         assert 1 <= steps <= city_env.max_steps
 
 
-def test_agent_without_panorama_still_acts() -> None:
+def test_agent_refuses_observations_without_its_panorama_features() -> None:
     agent = build_modular_agent({"categories": CATEGORIES, "memory": "none"})
     obs = {"instruction": "Make a left at the next intersection. Stop after a few steps.",
            "heading": np.array([0.0], dtype=np.float32), "position": np.zeros(2, dtype=np.float32),
            "links": np.array([0.0, 180.0, -1.0], dtype=np.float32)}
+    with pytest.raises(AgentInputError, match=r"agent=modular needs observation 'panorama' as \(8, 3\) features.*"
+                                              r"got no panorama.*task.panorama=features"):
+        agent.reset(obs, None, 0)
+    with pytest.raises(AgentInputError, match=r"got a panorama of shape \(8, 5\)"):
+        agent.reset({**obs, "panorama": np.zeros((8, 5), dtype=np.float32)}, None, 0)
+    obs["panorama"] = _panorama()
     agent.reset(obs, None, 0)
     assert agent.act(obs) == FORWARD
 

@@ -39,6 +39,16 @@ def test_a_failed_episode_is_in_the_table_and_the_exit_status(release, tmp_path,
     assert main(["eval", *args(release, tmp_path / "clean", "agent=random")]) == 0
 
 
+@pytest.mark.parametrize("runner", ["inprocess", "vector"])
+def test_an_agent_that_refuses_its_inputs_stops_the_run_before_any_record(release, tmp_path, capsys, runner):
+    out = tmp_path / runner
+    extra = ("agent=random", "agent.name=refusing", "imports=[runner_agents]", f"runner={runner}")
+    assert main(["eval", *args(release, out, *extra)]) == 2
+    assert capsys.readouterr().err == ("vlnkit: error: agent=refusing needs observation 'panorama'; "
+                                       "set task.panorama=features\n")
+    assert not (out / "episodes.jsonl").read_text().strip()
+
+
 def test_a_different_config_names_the_keys_that_differ(release, tmp_path):
     out = tmp_path / "run"
     run(release, out, "agent=random", "seed=3")

@@ -12,6 +12,7 @@ import pytest
 
 import vlnkit.agents.vlncm  # noqa: F401  (registers vlncm and vlncm_street)
 from vlnkit.agents import create
+from vlnkit.agents.base import AgentInputError
 from vlnkit.agents.street_control import FORWARD, LEFT, RIGHT, STOP
 from vlnkit.agents.vlncm.agent import VLNCMAgent
 from vlnkit.agents.vlncm.street import StreetVLNCMAgent, city_labels, street_views, view_bearings
@@ -152,8 +153,13 @@ def test_the_panorama_must_suit_the_scorer() -> None:
     a = street_agent(["bank"], ScriptedScorer({"bank": [peak(0)]}))
     semantic = obs()
     semantic["panorama"] = np.zeros((16, 48), np.uint32)
-    with pytest.raises(ValueError, match="agent.modality=rgb"):
+    with pytest.raises(AgentInputError, match="agent.modality=rgb"):
         a.act(semantic)
+    blind = obs()
+    del blind["panorama"]
+    with pytest.raises(AgentInputError, match=r"agent=vlncm_street needs observation 'panorama' as an RGB panorama "
+                                              r"\(H, W, 3\), got no panorama.*task.panorama=image"):
+        a.reset(blind, {}, seed=0)
 
     class LabelScorer(ScriptedScorer):
         needs_labels = True
@@ -161,8 +167,11 @@ def test_the_panorama_must_suit_the_scorer() -> None:
     with pytest.raises(ValueError, match="labels"):
         StreetVLNCMAgent(ListSpots(["bank"]), LabelScorer({}), num_actions=4)
     b = StreetVLNCMAgent(ListSpots(["bank"]), LabelScorer({"bank": [peak(0)]}), num_actions=4, labels={1: ("bank",)})
-    b.reset(obs(), {}, seed=0)
-    with pytest.raises(ValueError, match="agent.modality=semantic"):
+    with pytest.raises(AgentInputError, match=r"semantic panorama \(H, W\).*got shape \(16, 48, 3\) uint8.*"
+                                              "agent.modality=semantic"):
+        b.reset(obs(), {}, seed=0)
+    b.reset(semantic, {}, seed=0)
+    with pytest.raises(AgentInputError, match="agent.modality=semantic"):
         b.act(obs())
     assert b.act(semantic) == FORWARD
     seen = b.scorer.seen[-1]

@@ -1,10 +1,12 @@
-"""The agent protocol every vlnkit agent follows, and a registry to build agents by name."""
+"""The agent protocol every vlnkit agent follows, a registry to build agents by name, and the error an
+agent raises when the task's data lacks an input it reads."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 
@@ -14,7 +16,8 @@ class Agent(Protocol):
 
     ``reset`` starts an episode (agents keep no state across episodes); ``act`` returns an action id.
     ``uses_info`` says whether the agent reads the environment's privileged ``info`` (only the oracle
-    and imitation learners should): runners pass ``info`` to ``act`` only when it is true.
+    and imitation learners should): runners pass ``info`` to ``act`` only when it is true. An agent whose
+    inputs the task's data lacks raises :class:`AgentInputError` when it is built or at ``reset``.
     """
 
     uses_info: bool
@@ -25,6 +28,41 @@ class Agent(Protocol):
     def act(self, observation: dict[str, Any], info: dict[str, Any] | None = None) -> int | Mapping[str, Any]:
         """The next action for ``observation``: an action id, or for a parameterised action (VLN-CE's
         ``GO_TOWARD_POINT``) a mapping with ``action`` and its parameters."""
+
+
+class AgentInputError(ValueError):
+    """An agent cannot run on this task's data: an input it reads (an observation key, an ``info`` item, a
+    release file) is missing or not in the form it reads.
+
+    Agents raise it when they are built or at ``reset``, before their first action, so that a runner can
+    stop the run with its one-line message instead of recording every episode as failed.
+    """
+
+
+def require_input(present: bool, agent: str, missing: str, supply: str) -> None:
+    """Refuse to run ``agent`` unless ``present``: raise :class:`AgentInputError` with one line naming the
+    ``missing`` input and how to ``supply`` it (the file to add or the config keys to set)."""
+    if not present:
+        raise AgentInputError(f"agent={agent} needs {missing}; {supply}")
+
+
+FEATURES_SUPPLY = (
+    "only the synthetic city has panorama features (its graph/scene.jsonl, read with task.panorama=auto or scene); "
+    "for another release give features of that shape per panoid with task.panorama=features "
+    "+task.panorama_paths.features_path=FEATURES.npy +task.panorama_paths.features_index=PANOIDS.txt "
+    "(or +task.panorama_paths.features_dir=DIR)"
+)
+"""How to supply the sector-by-category panorama features the memory agents read."""
+
+
+def require_feature_panorama(agent: str, observation: Mapping[str, Any], shape: tuple[int, int]) -> None:
+    """Refuse to run ``agent`` unless ``observation["panorama"]`` holds ``shape`` = (sectors, categories)
+    landmark features, as the synthetic city's scene description gives them."""
+    panorama = observation.get("panorama")
+    got = "no panorama in the observations" if panorama is None else f"a panorama of shape {np.shape(panorama)}"
+    require_input(panorama is not None and np.shape(panorama) == tuple(shape), agent,
+                  f"observation 'panorama' as {tuple(shape)} features (sectors x landmark categories), got {got}",
+                  FEATURES_SUPPLY)
 
 
 AgentFactory = Callable[[DictConfig, int], Agent]

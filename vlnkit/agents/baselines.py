@@ -1,4 +1,5 @@
-"""Baseline agents: random, forward-only, and the shortest-path oracle."""
+"""Baseline agents: random, forward-only, and two privileged upper bounds: the shortest-path oracle and the
+gold-route follower."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from vlnkit.agents.base import register
+from vlnkit.agents.base import register, require_input
 from vlnkit.envs.street.actions import StreetAction
 
 
@@ -53,19 +54,43 @@ class ForwardAgent:
         return int(StreetAction.FORWARD)
 
 
-class OracleAgent:
-    """Follows the environment's shortest-path oracle (``info["oracle_action"]``): an upper bound."""
+class PrivilegedAgent:
+    """Takes the action the environment's privileged ``info`` names under ``key`` at every step."""
 
     uses_info = True
+    name = "privileged"
+    key = ""
+    supply = ""
 
     def reset(self, observation: dict[str, Any], info: dict[str, Any], seed: int) -> None:
-        """Nothing to reset."""
+        """Refuse an environment whose ``info`` lacks the action (:class:`~vlnkit.agents.base.AgentInputError`)."""
+        require_input(self.key in info, self.name, f"the environment's privileged info[{self.key!r}]", self.supply)
 
     def act(self, observation: dict[str, Any], info: dict[str, Any] | None = None) -> int:
-        """The oracle's action."""
+        """The action ``info`` names."""
         if info is None:
-            raise ValueError("the oracle agent needs the environment's info")
-        return int(info["oracle_action"])
+            raise ValueError(f"the {self.name} agent needs the environment's info")
+        return int(info[self.key])
+
+
+class OracleAgent(PrivilegedAgent):
+    """Follows the environment's shortest-path oracle (``info["oracle_action"]``): an upper bound of task
+    completion."""
+
+    name = "oracle"
+    key = "oracle_action"
+    supply = "the street and continuous environments give it unless they are made with guidance=False"
+
+
+class GoldAgent(PrivilegedAgent):
+    """Follows the episode's reference route node by node with the navigator's actions and stops at its end
+    (``info["gold_action"]``): the upper bound of the path metrics (nDTW, SDTW, SED), which the
+    shortest-path oracle is not."""
+
+    name = "gold"
+    key = "gold_action"
+    supply = ("the street environments (task=touchdown, map2seq or synth_city) give it unless they are made with "
+              "guidance=False")
 
 
 @register("random")
@@ -82,3 +107,8 @@ def _forward(cfg: DictConfig, num_actions: int) -> ForwardAgent:
 @register("oracle")
 def _oracle(cfg: DictConfig, num_actions: int) -> OracleAgent:
     return OracleAgent()
+
+
+@register("gold")
+def _gold(cfg: DictConfig, num_actions: int) -> GoldAgent:
+    return GoldAgent()

@@ -46,6 +46,7 @@ from omegaconf import OmegaConf
 
 import vlnkit  # noqa: F401  (registers the environments)
 from vlnkit.agents import Agent, create
+from vlnkit.agents.base import AgentInputError
 from vlnkit.eval.tasks import EvalTask, get_task
 
 RUNNERS = ("inprocess", "vector", "ray")
@@ -78,6 +79,9 @@ class EpisodeResult:
     record: dict[str, Any] | None = None
     error: str | None = None
     traceback: str | None = None
+    fatal: bool = False
+    """The agent refused its inputs (:class:`~vlnkit.agents.base.AgentInputError`): every episode would
+    fail the same way, so the run stops instead of recording failures."""
 
 
 def rollout(task: EvalTask, env: gymnasium.Env, agent: Agent, episode: Any, seed: int) -> dict[str, Any]:
@@ -154,6 +158,8 @@ class EpisodeWorker:
         """Roll out one episode; an exception of the agent or environment becomes an error result."""
         try:
             record = rollout(self.task, self.env, self.agent, self.episodes[episode_id], seed)
+        except AgentInputError as err:
+            return EpisodeResult(episode_id, error=str(err), fatal=True)
         except Exception as err:  # noqa: BLE001  (any failure of user code is recorded, not fatal)
             message, trace = error_summary(err)
             return EpisodeResult(episode_id, error=message, traceback=trace)

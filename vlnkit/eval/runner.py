@@ -25,6 +25,9 @@ Faults:
 - *Corrupt line before the last* (not JSON, or no ``episode_id``): a crash cannot cause it, so the file
   was altered; the run stops with :class:`CorruptRunError` naming the line and changes nothing. Delete
   the line (its episode is then run again) or choose another ``out=``.
+- *Agent refuses its inputs* (:class:`~vlnkit.agents.base.AgentInputError`, e.g. a real release without
+  the files an agent needs): the run stops with that one line, before recording the episode, since every
+  episode would fail the same way.
 - *Agent raises, worker process or Ray actor dies*: the episode is tried again, up to
   ``cfg.max_retries`` more times (with the same seed), and the run goes on meanwhile. An episode that
   still fails is recorded with ``"failed": true``, its ``error``, a ``traceback`` summary and
@@ -59,6 +62,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 import vlnkit  # noqa: F401  (registers the environments)
+from vlnkit.agents.base import AgentInputError
 from vlnkit.config import config_hash, to_container
 from vlnkit.eval.backends import (
     Backend,
@@ -245,6 +249,8 @@ def run_episodes(
             in_flight += 1
         result = backend.next_result()
         in_flight -= 1
+        if result.fatal:
+            raise AgentInputError(str(result.error))
         if result.error is not None and attempts[result.episode_id] <= max_retries:
             queue.appendleft((result.episode_id, seeds[result.episode_id]))
             continue

@@ -29,7 +29,12 @@ landmarks counted so far, steps). Everything about earlier parts of the episode 
 - "Go back to X and stop" follows a path planned over the topology graph when there is one, and stops
   where the graph says X was passed.
 
-Observations only: ``uses_info`` is false and ``info`` is never read.
+Observations only: ``uses_info`` is false and ``info`` is never read. What it reads: the observations
+``instruction``, ``heading``, ``position``, ``links`` and ``panorama`` as ``(sectors, categories)`` landmark
+features; the categories' names from the release's ``graph/scene.jsonl`` (or ``categories`` in its config);
+to fit its lexicon, the release's ``graph/landmarks.json`` and ``data/<lexicon_split>.json`` when they exist
+(category names alone otherwise). It refuses to start without the features or the categories
+(:class:`~vlnkit.agents.base.AgentInputError`): only the synthetic city has them unless they are supplied.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from vlnkit.agents.base import register
+from vlnkit.agents.base import register, require_feature_panorama, require_input
 from vlnkit.agents.memory_support import (
     ViewCodec,
     feature_categories,
@@ -190,7 +195,9 @@ class ModularAgent:
         self._fresh: list[_Pass] = []
 
     def reset(self, observation: dict[str, Any], info: dict[str, Any] | None, seed: int) -> None:
-        """Parse the instruction and empty the memory (``info`` is not read)."""
+        """Parse the instruction and empty the memory (``info`` is not read); refuses observations without
+        the panorama features it perceives (:class:`~vlnkit.agents.base.AgentInputError`)."""
+        require_feature_panorama("modular", observation, (self.perception.sectors, len(self.perception.categories)))
         self.map.reset()
         self._start_episode(str(observation["instruction"]))
 
@@ -201,10 +208,7 @@ class ModularAgent:
         heading = float(np.asarray(observation["heading"]).reshape(-1)[0])
         position = np.asarray(observation["position"], dtype=np.float64).reshape(-1)[:2]
         links = link_headings(observation["links"])
-        panorama = observation.get("panorama")
-        if panorama is None:
-            panorama = np.zeros((self.perception.sectors, len(self.perception.categories)), dtype=np.float32)
-        panorama = self.perception.view(panorama)
+        panorama = self.perception.view(observation["panorama"])
         arrived = self.last_position is not None and float(np.linalg.norm(position - self.last_position)) > 0.5
         blocked = not arrived and self.last_action == FORWARD
         if arrived:
@@ -555,6 +559,13 @@ def build_modular_agent(cfg: DictConfig | dict[str, Any] | None = None, num_acti
     """A :class:`ModularAgent` from an agent config (see ``configs/agent/modular.yaml``)."""
     cfg = agent_config(cfg)
     release = release_dir(cfg)
+    scene = release / "graph" / "scene.jsonl"
+    require_input(bool(cfg.categories) or scene.is_file(), "modular",
+                  f"the names of its landmark categories from {scene}, which does not exist",
+                  "only the synthetic city has this scene description: run on it (no data_dir), or set "
+                  "agent.categories=[...] to the names of the columns of panorama features you supply with "
+                  "task.panorama=features +task.panorama_paths.features_path=FEATURES.npy "
+                  "+task.panorama_paths.features_index=PANOIDS.txt")
     categories = [str(c) for c in cfg.categories] if cfg.categories else feature_categories(release)
     sectors = int(cfg.sectors)
     perception = Perception(categories, sectors, float(cfg.radius), float(cfg.visible))

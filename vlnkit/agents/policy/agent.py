@@ -7,6 +7,10 @@ retrieved entries to the policy as memory tokens (unless ``memory_tokens`` is of
 ``none``), takes the most likely action, and writes the view into the memory. It needs a checkpoint from
 ``vlnkit train policy`` (``checkpoint``); the memory variant and its settings come from the agent config
 like every memory agent's (:mod:`vlnkit.agents.memory_support`). ``info`` is never read.
+
+What it reads: the observations ``instruction``, ``heading``, ``position``, ``links`` and ``panorama`` as the
+``(sectors, categories)`` landmark features it was trained on (the synthetic city's ``graph/scene.jsonl``
+gives them); it refuses to start an episode without them (:class:`~vlnkit.agents.base.AgentInputError`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from vlnkit.agents.base import register
+from vlnkit.agents.base import register, require_feature_panorama
 from vlnkit.agents.memory_support import ViewCodec, load_agent_config, memory_from_config
 from vlnkit.agents.policy.features import EXTRA_MEMORY_FEATURES, Vocabulary, link_bins, memory_features, strided_history
 from vlnkit.agents.policy.model import FlamePolicy
@@ -52,8 +56,11 @@ class PolicyAgent:
         self._instruction: torch.Tensor | None = None
 
     def reset(self, observation: dict[str, Any], info: dict[str, Any] | None, seed: int) -> None:
-        """Encode the instruction and empty the memory and the history (``info`` is not read)."""
+        """Encode the instruction and empty the memory and the history (``info`` is not read); refuses
+        observations without the panorama features it was trained on
+        (:class:`~vlnkit.agents.base.AgentInputError`)."""
         c = self.model.config
+        require_feature_panorama("policy", observation, (c.sectors, c.categories))
         words = torch.from_numpy(self.vocabulary.encode(str(observation["instruction"]), c.max_words))[None]
         with torch.inference_mode():
             self._instruction = self.model.encode_instruction(words)

@@ -28,6 +28,11 @@ Views: the ``semantic`` scorer reads the rendered semantic panorama (``task.pano
 ``agent.modality=semantic``) with the city's object labels (:func:`city_labels`, privileged simulator
 annotations, used only with that scorer); ``clip`` and ``synth_clip`` read the RGB panorama
 (``agent.modality=rgb``, or image panoramas of a real release). The agent reads no ``info``.
+
+What it reads: the observations ``instruction``, ``heading``, ``position``, ``links`` and ``panorama`` in the
+scorer's modality and, for the ``semantic`` scorer, the synthetic city's ``graph/landmarks.json`` (the
+labels). It refuses to start without them (:class:`~vlnkit.agents.base.AgentInputError`): when it is built
+(the labels) and at ``reset`` (the panorama).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from vlnkit.agents.base import register
+from vlnkit.agents.base import register, require_input
 from vlnkit.agents.memory_support import release_dir
 from vlnkit.agents.street_control import (
     AROUND_MIN_DEG,
@@ -153,7 +158,9 @@ class StreetVLNCMAgent(SpotFollower):
         self.rotations = 0
 
     def reset(self, observation: dict[str, Any], info: dict[str, Any] | None, seed: int) -> None:
-        """Predict the episode's attention spots and start at the first."""
+        """Predict the episode's attention spots and start at the first; refuses observations whose
+        panorama the scorer cannot read (:class:`~vlnkit.agents.base.AgentInputError`)."""
+        self._require_panorama(observation.get("panorama"))
         self.start_spots(str(observation["instruction"]))
         self.target = self.origin = None
         self.rotations = 0
@@ -190,17 +197,26 @@ class StreetVLNCMAgent(SpotFollower):
 
     def _views(self, panorama: np.ndarray) -> Views:
         """The panorama cut into views of the modality the scorer reads."""
-        panorama = np.asarray(panorama)
-        semantic = panorama.ndim == 2 and np.issubdtype(panorama.dtype, np.integer)
-        rgb = panorama.ndim == 3 and panorama.shape[-1] == 3
-        if self.scorer.needs_labels and not semantic:
-            raise ValueError(f"the semantic scorer needs the semantic panorama (H, W) of object ids, got shape "
-                             f"{panorama.shape} {panorama.dtype}: set task.panorama=render agent.modality=semantic")
-        if not self.scorer.needs_labels and not rgb:
-            raise ValueError(f"this scorer reads RGB views, got a panorama of shape {panorama.shape}: set "
-                             "task.panorama=render agent.modality=rgb, or give the release's images (task.panorama=image)")
+        self._require_panorama(panorama)
         cut = street_views(panorama, self.views, self.view_fov, self.view_vfov)
-        return Views(semantic=cut, labels=self.labels) if semantic else Views(rgb=cut)
+        return Views(semantic=cut, labels=self.labels) if self.scorer.needs_labels else Views(rgb=cut)
+
+    def _require_panorama(self, panorama: np.ndarray | None) -> None:
+        """Refuse a panorama the scorer cannot read: the semantic scorer reads the semantic panorama ``(H, W)``
+        of object ids, the others an RGB panorama ``(H, W, 3)``."""
+        image = None if panorama is None else np.asarray(panorama)
+        got = "no panorama in the observations" if image is None else f"shape {image.shape} {image.dtype}"
+        if self.scorer.needs_labels:
+            semantic = image is not None and image.ndim == 2 and np.issubdtype(image.dtype, np.integer)
+            require_input(semantic, "vlncm_street",
+                          f"observation 'panorama' as the semantic panorama (H, W) of object ids its semantic scorer "
+                          f"reads, got {got}",
+                          "only the synthetic city renders one: set task.panorama=render agent.modality=semantic")
+        else:
+            rgb = image is not None and image.ndim == 3 and image.shape[-1] == 3
+            require_input(rgb, "vlncm_street", f"observation 'panorama' as an RGB panorama (H, W, 3), got {got}",
+                          "set task.panorama=render agent.modality=rgb on the synthetic city, or give a release's "
+                          "images with task.panorama=image +task.panorama_paths.image_dir=DIR (<panoid>.jpg)")
 
     def _reached(self, selection: Selection) -> bool:
         """Whether the spot is beside the agent at its best score yet (see the module docstring)."""
@@ -226,9 +242,17 @@ class StreetVLNCMAgent(SpotFollower):
 def _vlncm_street(cfg: DictConfig, num_actions: int) -> StreetVLNCMAgent:
     cfg = load_vlncm_config("vlncm_street", cfg)
     scorer = build_scorer(cfg)
+    release = release_dir(cfg)
+    if scorer.needs_labels:
+        landmarks = release / "graph" / "landmarks.json"
+        require_input(landmarks.is_file(), "vlncm_street",
+                      f"the object labels of its semantic scorer from {landmarks}, which does not exist",
+                      "only the synthetic city has them: run on it (no data_dir), or on another release use an "
+                      "RGB scorer (agent.scorer=clip agent.clip_dir=DIR agent.modality=rgb) with its images "
+                      "(task.panorama=image +task.panorama_paths.image_dir=DIR)")
     return StreetVLNCMAgent(
         build_asp(cfg), scorer, num_actions, semantics=str(cfg.semantics or "touchdown"),
-        labels=city_labels(release_dir(cfg)) if scorer.needs_labels else None, views=int(cfg.views),
+        labels=city_labels(release) if scorer.needs_labels else None, views=int(cfg.views),
         view_fov=float(cfg.view_fov), view_vfov=float(cfg.view_vfov), visible=float(cfg.visible),
         max_turn=float(cfg.max_turn), beside_min=float(cfg.beside_min), beside_max=float(cfg.beside_max),
         reach_score=None if cfg.reach_score is None else float(cfg.reach_score), pm_window=int(cfg.pm_window),

@@ -11,8 +11,9 @@ Observations are a ``Dict`` (fresh arrays on every call, as Gymnasium requires):
 
 ``info`` carries the ``panoid`` of the current node and the ``episode_id`` and, unless ``guidance=False``,
 privileged guidance that agents may use only when they are meant to (oracle, imitation learning):
-``oracle_action`` (the shortest-path oracle's next action) and ``distance_to_goal`` (undirected hop
-count, the quantity SPD measures).
+``oracle_action`` (the shortest-path oracle's next action), ``gold_action`` (the next action along the
+episode's reference route, see :func:`~vlnkit.envs.street.oracle.gold_action`) and ``distance_to_goal`` (undirected hop count, the
+quantity SPD measures).
 
 The reward is 0 on every step except the one that ends the episode with STOP, where it is 1.0 when the
 agent stopped at the goal or one of its neighbours (task completion) and 0.0 otherwise.
@@ -35,7 +36,7 @@ from vlnkit.envs.datasets import StreetEpisode, load_street_split
 from vlnkit.envs.street.actions import StreetAction
 from vlnkit.envs.street.graph import StreetGraph
 from vlnkit.envs.street.navigator import NavState, Semantics, StreetNavigator
-from vlnkit.envs.street.oracle import NavigableDistances, oracle_action
+from vlnkit.envs.street.oracle import NavigableDistances, gold_action, oracle_action
 from vlnkit.envs.street.panorama import (
     FeatureArraySource,
     FeatureFolderSource,
@@ -207,6 +208,8 @@ class StreetEnv(gymnasium.Env):
         if self.guidance:
             self._distances, self._hops = self._fields(self._goal)
         self._state = self.navigator.start(index_of[ep.route[0]], ep.start_heading)
+        self._route = [index_of[p] for p in ep.route]
+        self._reached = 0
         self._steps = 0
         return self._observation(), self._info()
 
@@ -227,6 +230,7 @@ class StreetEnv(gymnasium.Env):
         info = {"episode_id": self._episode.episode_id, "panoid": self.graph.panoids[state.node]}
         if self.guidance:
             info["oracle_action"] = oracle_action(self.navigator, state, self._distances)
+            info["gold_action"] = gold_action(self.navigator, state, self._route, self._reached, info["oracle_action"])
             info["distance_to_goal"] = self._hops[state.node]
         return info
 
@@ -235,6 +239,8 @@ class StreetEnv(gymnasium.Env):
         if self._state is None:
             raise RuntimeError("call reset() before step()")
         self._state, terminated = self.navigator.step(self._state, int(action))
+        if self._reached + 1 < len(self._route) and self._state.node == self._route[self._reached + 1]:
+            self._reached += 1
         self._steps += 1
         truncated = not terminated and self._steps >= self.max_steps
         reward = 0.0

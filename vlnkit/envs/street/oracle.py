@@ -11,6 +11,8 @@ correct for either semantics by construction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy.sparse import csr_matrix
 
@@ -107,3 +109,20 @@ def oracle_action(nav: StreetNavigator, state: NavState, distances: list[float])
     if best < 0 or best_d >= here:
         return STOP
     return action_toward(nav, state, best)
+
+
+def gold_action(nav: StreetNavigator, state: NavState, route: Sequence[int], reached: int, fallback: int) -> int:
+    """The action that follows the reference ``route`` (node indices) from its ``reached``-th node, where
+    the agent stands: STOP at the route's last node, else the navigator's action toward the route's next
+    node. Where the route cannot be followed (the agent is off it, or the navigator refuses the move to
+    the next node) it is ``fallback`` (the shortest-path oracle's action)."""
+    node = state.node
+    if node != route[reached]:
+        return fallback
+    if reached == len(route) - 1:
+        return int(StreetAction.STOP)
+    target = route[reached + 1]
+    link = nav.dsts[node].index(target)
+    if nav.forward_moves(node, nav.heads[node][link]) != target:
+        return fallback
+    return action_toward(nav, state, link)
