@@ -1,5 +1,6 @@
 """Street metrics pinned by hand-computed cases on tiny graphs, and checked against a plain
-per-episode loop (networkx distances, a textbook DTW and OSA, VELMA's key points) on random graphs.
+per-episode loop (networkx distances, a textbook DTW and OSA, VELMA's key points, map2seq_vln's CLS)
+on random graphs. CLS has its own hand-computed cases in test_cls.py.
 
 Node positions are given in units of one node spacing (10 m) and converted to lat/lng at the
 equator, where the graph's equirectangular projection makes the spacing 10 m to within 1e-9.
@@ -227,7 +228,7 @@ def test_perfect_prediction(t_graph: StreetGraph) -> None:
     golds = [GOLD_T, [3, 2, 1, 0], [5, 4, 2, 3], [4]]
     m = street_metrics(t_graph, golds, golds, spd_directed=True)
     expected = {"task_completion": 1.0, "shortest_path_distance": 0.0, "sed": 1.0, "ndtw": 1.0}
-    expected |= {"sdtw": 1.0, "ndtw_street": 1.0, "sdtw_street": 1.0, "kpa": 1.0}
+    expected |= {"sdtw": 1.0, "ndtw_street": 1.0, "sdtw_street": 1.0, "kpa": 1.0, "cls": 1.0}
     for key, value in expected.items():
         np.testing.assert_array_equal(m[key], np.full(len(golds), value), err_msg=key)
 
@@ -314,6 +315,11 @@ def reference_metrics(graph: StreetGraph, pred: list[int], gold: list[int], d_th
                 points.append((path[i], path[i + 1]))
         return points
 
+    # map2seq_vln's cal_cls: coverage by hops to the nearest predicted node, lengths in nodes.
+    coverage = float(np.mean([math.exp(-min(hops(a, b, undirected) for b in p)) for a in r]))
+    expected_length = coverage * len(r)
+    cls = coverage * expected_length / (expected_length + abs(expected_length - len(p)))
+
     gold_points = velma_key_points(r)
     kpa = (len(set(gold_points) & set(velma_key_points(p))) + tc) / (len(gold_points) + 1)
     return {
@@ -325,6 +331,7 @@ def reference_metrics(graph: StreetGraph, pred: list[int], gold: list[int], d_th
         "sdtw_street": tc * ndtw_street,
         "ndtw": ndtw,
         "sdtw": tc * ndtw,
+        "cls": cls,
         "kpa": kpa,
         "path_length": float(sum(np.linalg.norm(xy[a] - xy[b]) for a, b in zip(p, p[1:]))),
     }

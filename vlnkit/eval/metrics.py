@@ -32,6 +32,14 @@ Definitions (``R`` the gold route, ``P`` the predicted route, hops counted on th
     distances in metres between node positions (:attr:`StreetGraph.xy`); ``sdtw = TC * ndtw``.
     ``d_th`` defaults to :data:`DEFAULT_NDTW_THRESHOLD_M` = 10 m: one node spacing (the median link
     of the real Touchdown graph is 9.95 m), the same tolerance TC grants with its one hop.
+``cls``
+    Coverage weighted by length score (Jain et al., 2019), as map2seq_vln computes it on street
+    graphs: path coverage ``PC = mean over r in R of exp(-hops(r, P))``, ``hops(r, P)`` the
+    undirected hops from gold node ``r`` to the nearest node of ``P``; expected length
+    ``EPL = PC * |R|``; length score ``LS = EPL / (EPL + |EPL - |P||)``; ``cls = PC * LS``. Lengths
+    are node counts and there is no distance threshold (map2seq_vln's ``cal_cls``). A gold node that
+    cannot be reached counts ``exp(-inf) = 0``. See :func:`coverage_weighted_by_length`; the
+    continuous tasks' CLS, in metres, is defined with the other VLN-CE metrics further down.
 ``kpa``
     VELMA's key-point accuracy (VELMA stores it in an output field named ``sed``; it is not SED).
     See :func:`key_points` and :func:`key_point_accuracy`.
@@ -110,6 +118,21 @@ def key_point_accuracy(
     gold = key_points(gold_route, out_degree)
     hits = len(set(gold) & set(key_points(pred_route, out_degree))) + int(bool(task_completed))
     return hits / (len(gold) + 1)
+
+
+def coverage_weighted_by_length(
+    coverage: np.ndarray, reference_length: np.ndarray, predicted_length: np.ndarray
+) -> np.ndarray:
+    """CLS of each episode from its path coverage ``PC`` and the two path lengths (Jain et al., 2019).
+
+    ``EPL = PC * reference_length``, ``LS = EPL / (EPL + |EPL - predicted_length|)``, ``CLS = PC * LS``.
+    Where ``EPL`` and ``predicted_length`` are both 0 (a one-point reference and an agent that never
+    moved) the lengths agree and ``LS`` is 1, the value ``LS`` has wherever ``EPL == predicted_length``.
+    """
+    expected = coverage * reference_length
+    denominator = expected + np.abs(expected - predicted_length)
+    score = np.divide(expected, denominator, out=np.ones_like(expected), where=denominator > 0)
+    return coverage * score
 
 
 def dtw_distances(costs: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
@@ -228,8 +251,8 @@ def street_metrics(
 
     Returns:
         ``task_completion``, ``shortest_path_distance``, ``sed``, ``ndtw_street``, ``sdtw_street``,
-        ``ndtw``, ``sdtw``, ``kpa``, ``path_length`` (and ``steps`` when given), each a float array
-        of one value per episode; fractions lie in [0, 1] (papers print them times 100). SPD is
+        ``ndtw``, ``sdtw``, ``cls``, ``kpa``, ``path_length`` (and ``steps`` when given), each a float
+        array of one value per episode; fractions lie in [0, 1] (papers print them times 100). SPD is
         ``inf`` when the goal cannot be reached from the final node. The definitions are in the
         module docstring.
     """
@@ -269,6 +292,12 @@ def street_metrics(
     sed = tc * (1.0 - osa / np.maximum(pred_len, gold_len))
     ndtw_street = np.exp(-dtw_hops / (STREET_NDTW_SCALE * np.sqrt(gold_len)))
     ndtw = np.exp(-dtw_metres / (gold_len * ndtw_threshold_m))
+    # CLS: the pairs of one gold node are a run of |P| entries; its minimum is the hops to the nearest
+    # predicted node.
+    row_len = np.repeat(pred_len, gold_len)
+    nearest = np.minimum.reduceat(hops, np.cumsum(row_len) - row_len)
+    coverage = np.bincount(np.repeat(np.arange(num), gold_len), weights=np.exp(-nearest), minlength=num) / gold_len
+    cls = coverage_weighted_by_length(coverage, gold_len.astype(np.float64), pred_len.astype(np.float64))
     kpa = np.array(
         [key_point_accuracy(p, g, graph.out_degree, bool(t)) for p, g, t in zip(preds, golds, tc)],
         dtype=np.float64,
@@ -288,6 +317,7 @@ def street_metrics(
         "sdtw_street": tc * ndtw_street,
         "ndtw": ndtw,
         "sdtw": tc * ndtw,
+        "cls": cls,
         "kpa": kpa,
         "path_length": path_length,
     }
@@ -330,10 +360,16 @@ def aggregate(per_episode: Mapping[str, np.ndarray]) -> dict[str, float]:
 #                             positions with consecutive repeats removed (VLN-CE's NDTW only records a
 #                             position when it changed); exact DTW, where VLN-CE uses fastdtw.
 # ``sdtw``                    ``SR * ndtw``.
+# ``cls``                     Coverage weighted by length score (Jain et al., 2019): ``PC = mean over r in R
+#                             of exp(-d(r, P) / d)``, ``d(r, P)`` the Euclidean distance (the one nDTW uses)
+#                             from ``r`` to the nearest position of ``P``; ``EPL = PC * PL(R)``,
+#                             ``LS = EPL / (EPL + |EPL - TL|)``, ``cls = PC * LS``, ``PL(R)`` the summed
+#                             Euclidean length of ``R`` (:func:`coverage_weighted_by_length`).
 # ``steps``, ``collisions``   actions taken; actions whose motion was blocked.
 #
 # Episodes without a goal (test splits: goal distances are ``nan``) get ``nan`` for every metric but
-# ``path_length``, ``steps`` and ``collisions``.
+# ``path_length``, ``steps`` and ``collisions`` (and ``ndtw`` and ``cls``, which need only the reference);
+# episodes without a reference get ``nan`` for ``ndtw``, ``sdtw`` and ``cls``.
 
 CONTINUOUS_SUCCESS_DISTANCE_M = 3.0
 """R2R-CE's success distance (habitat-lab's stock VLN config leaves 0.2 m)."""
@@ -372,15 +408,17 @@ def continuous_metrics(
         paths: per episode, the agent's positions ``(T, 3)``, start first.
         goal_distances: per episode, the geodesic distance to the goal at each position ``(T,)``.
         references: per episode, the reference path ``(R, 3)`` (ground-truth locations), or ``None``
-            when there is none (``ndtw`` and ``sdtw`` are then ``nan``).
+            when there is none (``ndtw``, ``sdtw`` and ``cls`` are then ``nan``).
         shortest: per episode, the geodesic distance from start to goal (``l`` of SPL).
         stopped: per episode, whether the agent ended with STOP.
         steps, collisions: per episode counts, copied to the ``steps`` and ``collisions`` keys.
-        success_distance: ``d`` in metres.
+        success_distance: ``d`` in metres (also the ``d_th`` of nDTW and CLS).
 
     Returns:
-        ``navigation_error``, ``success``, ``oracle_success``, ``spl``, ``ndtw``, ``sdtw``,
-        ``path_length`` (plus ``steps`` and ``collisions`` when given), one float per episode.
+        ``navigation_error``, ``success``, ``oracle_success``, ``spl``, ``ndtw``, ``sdtw``, ``cls``,
+        ``path_length`` (plus ``steps`` and ``collisions`` when given), one float per episode. ``cls``
+        measures, like ``ndtw``, Euclidean (straight-line, 3-D) distances between path points, not
+        geodesic ones, and the path lengths ``PL(R)`` and ``TL`` in metres.
     """
     num = len(paths)
     if not (len(goal_distances) == len(references) == len(shortest) == len(stopped) == num):
@@ -403,6 +441,7 @@ def continuous_metrics(
     denominator = np.maximum(tl, length)
     spl = np.where(denominator > 0, sr * length / np.where(denominator > 0, denominator, 1.0), sr)
     ndtw = np.full(num, np.nan)
+    cls = np.full(num, np.nan)
     with_ref = [e for e, r in enumerate(references) if r is not None and len(r)]
     if with_ref:
         costs = []
@@ -413,6 +452,9 @@ def continuous_metrics(
         dtw = dtw_distances(costs)
         ref_len = np.array([len(np.asarray(references[e]).reshape(-1, 3)) for e in with_ref], dtype=np.float64)
         ndtw[with_ref] = np.exp(-dtw / (ref_len * success_distance))
+        coverage = np.array([np.exp(-c.min(axis=1) / success_distance).mean() for c in costs])
+        ref_metres = np.array([trajectory_length(references[e]) for e in with_ref])
+        cls[with_ref] = coverage_weighted_by_length(coverage, ref_metres, tl[with_ref])
     result = {
         "navigation_error": ne,
         "success": sr,
@@ -420,6 +462,7 @@ def continuous_metrics(
         "spl": spl,
         "ndtw": ndtw,
         "sdtw": sr * ndtw,
+        "cls": cls,
         "path_length": tl,
     }
     for key, values in (("steps", steps), ("collisions", collisions)):

@@ -24,6 +24,7 @@ TABLE_COLUMNS = (
     ("ndtw_street", "nDTW (street)", 100.0),
     ("ndtw", "nDTW", 100.0),
     ("sdtw", "sDTW", 100.0),
+    ("cls", "CLS", 100.0),
     ("kpa", "KPA", 100.0),
     ("path_length", "length (m)", 1.0),
     ("steps", "steps", 1.0),

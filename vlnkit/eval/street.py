@@ -22,8 +22,8 @@ class StreetTask:
     """Street navigation: routes of panoids, the street metrics, JSON-lines submissions."""
 
     metric_keys = (
-        "task_completion", "shortest_path_distance", "sed", "ndtw", "ndtw_street", "sdtw", "sdtw_street", "kpa",
-        "path_length", "steps",
+        "task_completion", "shortest_path_distance", "sed", "ndtw", "ndtw_street", "sdtw", "sdtw_street", "cls",
+        "kpa", "path_length", "steps",
     )
 
     def resolve_data_dir(self, cfg: DictConfig) -> Path:
