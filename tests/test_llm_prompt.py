@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from vlnkit.agents.llm.agent import LLMAgent, agent_config, build_memory, resolve_categories
-from vlnkit.agents.llm.client import ClientStats, LLMUnavailable
+from vlnkit.agents.llm.client import ClientStats, LLMInvalidOutput, LLMUnavailable
 from vlnkit.agents.llm.prompt import (
     InvalidAction,
+    action_in_text,
     action_schema,
     available_actions,
     describe_streets,
@@ -233,3 +234,66 @@ def test_config_defaults_point_at_the_local_server() -> None:
     cfg = agent_config({})
     assert cfg.base_url == DEFAULT_BASE_URL and cfg.model == DEFAULT_MODEL
     assert cfg.fallback_action == "stop" and cfg.memory == "full"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("I will turn LEFT at the corner.", StreetAction.LEFT),
+    ('{"move": "right"}', StreetAction.RIGHT),
+    ("Turn around now", StreetAction.TURN_AROUND),
+    ("forward, forward!", StreetAction.FORWARD),
+    ("go left or right?", None),
+    ("leftovers and brightness", None),
+    ('{"action": "fly"}', None),
+    ("", None),
+    (None, None),
+])
+def test_action_in_text_reads_exactly_one_named_action(text: str | None, expected: StreetAction | None) -> None:
+    assert action_in_text(text, available_actions(5)) == expected
+
+
+def test_turn_around_in_text_is_no_action_without_it() -> None:
+    assert action_in_text("turn around", available_actions(4)) is None
+
+
+def test_free_text_answer_is_read_and_counted_instead_of_failing() -> None:
+    agent = make_agent(["I think I should turn right here.", "asdf qwerty", '{"direction": "left"}'])
+    obs = observation(panorama())
+    agent.reset(obs, {}, seed=0)
+    assert agent.act(obs) == StreetAction.RIGHT
+    assert agent.act(obs) == StreetAction.STOP
+    assert agent.act(obs) == StreetAction.LEFT
+    assert agent.history == [StreetAction.RIGHT, StreetAction.STOP, StreetAction.LEFT]
+    stats = agent.episode_stats()
+    assert (stats["llm_calls"], stats["llm_free_text"], stats["llm_fallbacks"]) == (3, 2, 1)
+
+
+class ValidatingClient(ScriptedClient):
+    """A scripted client that, like :class:`OpenAIClient`, asks again after an answer ``validate`` refuses
+    and raises :class:`LLMInvalidOutput` when every attempt was refused."""
+
+    def __init__(self, answers: list[str], attempts: int = 2) -> None:
+        super().__init__(answers)
+        self.attempts = attempts
+
+    def complete(self, messages: Sequence[Mapping[str, str]], schema: Mapping[str, Any] | None = None,
+                 validate: Callable[[str], Any] | None = None) -> str:
+        for _ in range(self.attempts):
+            answer = super().complete(messages, schema, validate)
+            try:
+                validate(answer)
+            except ValueError:
+                self.stats.invalid += 1
+                continue
+            return answer
+        raise LLMInvalidOutput("no valid answer")
+
+
+def test_free_text_is_read_from_the_last_refused_answer_of_a_validating_client() -> None:
+    client = ValidatingClient(["blah", "Next: forward.", "no idea", "still no idea"])
+    agent = LLMAgent(client, 4, CATEGORIES, 8, None, fallback_action=StreetAction.LEFT)
+    obs = observation(panorama())
+    agent.reset(obs, {}, seed=0)
+    assert agent.act(obs) == StreetAction.FORWARD
+    assert agent.act(obs) == StreetAction.LEFT
+    stats = agent.episode_stats()
+    assert (stats["llm_free_text"], stats["llm_fallbacks"], stats["llm_invalid"]) == (1, 1, 4)

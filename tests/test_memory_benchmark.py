@@ -28,3 +28,24 @@ def test_street_walk_moves_one_step_at_a_time_on_the_grid():
     steps = np.linalg.norm(np.diff(positions, axis=0), axis=1)
     assert np.allclose(steps, 2.0) and np.allclose(positions[:, 2], 0.0)
     assert np.allclose(np.round(positions[:, :2] / 2.0) * 2.0, positions[:, :2])
+
+
+def test_cli_prints_one_json_line_on_stdout_and_progress_on_stderr(monkeypatch, capfd):
+    import json
+    from functools import partial
+
+    from vlnkit.cli import main
+    from vlnkit.memory import benchmark
+
+    # the octree comparison at its default million points takes seconds; a tiny one keeps this test fast
+    tiny = partial(benchmark.run_memory_benchmark, octree_points=2_000, octree_queries=100, include_open3d=False)
+    monkeypatch.setattr(benchmark, "run_memory_benchmark", tiny)
+    assert main(["bench", "memory", "--sizes", "300,600", "--timed-steps", "20", "--dim", "16"]) == 0
+    out, err = capfd.readouterr()
+    lines = out.splitlines()
+    assert len(lines) == 1 and out.endswith("\n")
+    assert json.loads(lines[0])["stored_observations"] == 640   # 600 written, then 2 x 20 timed steps
+    progress = err.splitlines()
+    for name in ("300", "600"):
+        assert sum(line.startswith(f"bench memory: {name}: ") for line in progress) == 2, err
+    assert sum(line.startswith("bench memory: octree: ") for line in progress) == 2, err

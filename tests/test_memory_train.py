@@ -1,13 +1,15 @@
-"""LTM pre-training: a short run learns, checkpoints load with weights_only and resume; the encoder."""
+"""LTM pre-training: a short run learns, checkpoints load with weights_only and resume, and only into a
+memory of their sizes; descriptors other than the embeddings; the encoder."""
 
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 
 from vlnkit.memory import LTMConfig, Mem4NavConfig, Mem4NavMemory
 from vlnkit.memory.benchmark import AppearanceField, street_walk
-from vlnkit.memory.checkpoint import load_torch
+from vlnkit.memory.checkpoint import load_torch, save_torch
 from vlnkit.memory.train import LTMTrainConfig, RandomProjectionEncoder, Trajectory, encode_trajectory, train_ltm
 
 DIM = 32
@@ -49,3 +51,50 @@ def test_default_encoder_handles_images_and_feature_vectors():
     ]
     trajectory = encode_trajectory(observations, encoder)
     assert trajectory.embeddings.shape == (2, 16) and trajectory.positions.tolist() == [[1, 2, 0], [3, 4, 0]]
+
+
+TINY = LTMConfig(depth=1, heads=2, hidden=16)
+QUICK = LTMTrainConfig(steps=2, batch_size=8, warmup_steps=1, checkpoint_every=2)
+
+
+def test_descriptors_set_the_descriptor_size_of_the_model(tmp_path, one_torch_thread):
+    walks = _trajectories(count=2, length=10)
+    described = [Trajectory(t.embeddings, t.positions, t.embeddings[:, :5]) for t in walks]
+    train_ltm(described, tmp_path / "ltm.pt", ltm_config=TINY, config=QUICK, progress=False)
+    state = load_torch(tmp_path / "ltm.pt")
+    assert (state["dim"], state["descriptor_dim"]) == (DIM, 5)
+    assert state["model"]["descriptor_head.second.weight"].shape == (5, 16)
+    memory = Mem4NavMemory(Mem4NavConfig(dim=DIM, descriptor_dim=5, ltm=TINY))
+    memory.load_ltm_weights(tmp_path / "ltm.pt")
+    assert torch.equal(memory.ltm.model.descriptor_head.second.weight, state["model"]["descriptor_head.second.weight"])
+
+
+def test_weights_of_other_sizes_are_refused_naming_file_and_sizes(tmp_path, one_torch_thread):
+    path = tmp_path / "ltm.pt"
+    train_ltm(_trajectories(count=2, length=10), path, ltm_config=TINY, config=QUICK, progress=False)
+    with pytest.raises(ValueError) as refused:
+        Mem4NavMemory(Mem4NavConfig(dim=16, ltm=TINY)).load_ltm_weights(path, agent="modular")
+    message = str(refused.value)
+    assert message.startswith(f"{path} holds LTM weights for a different memory: ")
+    assert "dim is 32 in the file, the modular agent's memory expects 16" in message
+    assert "descriptor_dim is 32 in the file, the modular agent's memory expects 16" in message
+    assert f"`vlnkit train ltm agent=modular out={path}`" in message and "\n" not in message
+    with pytest.raises(ValueError, match="ltm.hidden is 16 in the file, this memory expects 64"):
+        Mem4NavMemory(Mem4NavConfig(dim=DIM, ltm=replace(TINY, hidden=64))).load_ltm_weights(path)
+    with pytest.raises(ValueError, match="ltm.position_scale is 100.0 in the file, this memory expects 50.0"):
+        Mem4NavMemory(Mem4NavConfig(dim=DIM, ltm=replace(TINY, position_scale=50.0))).load_ltm_weights(path)
+
+
+def test_a_file_that_is_no_ltm_checkpoint_is_refused(tmp_path):
+    path = save_torch({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt is not an LTM checkpoint of `vlnkit train ltm`"):
+        Mem4NavMemory(Mem4NavConfig(dim=DIM, ltm=TINY)).load_ltm_weights(path)
+
+
+def test_resume_refuses_a_checkpoint_of_other_sizes(tmp_path, one_torch_thread):
+    path = tmp_path / "ltm.pt"
+    train_ltm(_trajectories(count=2, length=10), path, ltm_config=TINY, config=QUICK, progress=False)
+    other = [Trajectory(t.embeddings[:, :8], t.positions) for t in _trajectories(count=2, length=10)]
+    with pytest.raises(ValueError, match="dim is 32 in the file, this training run expects 8.*resume=false"):
+        train_ltm(other, path, ltm_config=TINY, config=replace(QUICK, steps=4), resume=True, progress=False)
+    assert load_torch(path)["step"] == 2

@@ -181,18 +181,10 @@ def _cmd_bench_memory(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_ltm(args: argparse.Namespace) -> int:
-    from omegaconf import OmegaConf
-
     from vlnkit.config import load_config
-    from vlnkit.memory.train import LTMTrainConfig, collect_street_trajectories, train_ltm
+    from vlnkit.memory.train import train_agent_ltm
 
-    cfg = load_config("train_ltm", args.overrides)
-    trajectories = collect_street_trajectories(
-        cfg.data_dir, cfg.split, cfg.episodes, int(cfg.seed), dim=int(cfg.dim), progress=bool(cfg.progress)
-    )
-    settings = LTMTrainConfig(**OmegaConf.to_container(cfg.train), seed=int(cfg.seed))
-    losses = train_ltm(trajectories, cfg.out, config=settings, resume=bool(cfg.resume), progress=bool(cfg.progress))
-    print(json.dumps({"checkpoint": str(cfg.out), "trajectories": len(trajectories), **losses}))
+    print(json.dumps(train_agent_ltm(load_config("train_ltm", args.overrides))))
     return 0
 
 

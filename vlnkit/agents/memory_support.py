@@ -6,7 +6,9 @@ Agent configs name the memory the same way (``configs/agent/*.yaml`` and the ``m
 :meth:`vlnkit.memory.Mem4NavConfig.variant`), ``memory_overrides`` sets any other
 :class:`~vlnkit.memory.Mem4NavConfig` key (``{stm: {capacity: 32}, ltm: {top_m: 5}, tau: 0.8, graph:
 {delta: 0.5}}``), ``memory_seed`` seeds the LTM model's initialisation and ``ltm_weights`` loads trained
-LTM weights.
+LTM weights. Those weights must be for the agent's embedding and descriptor sizes and LTM settings:
+``vlnkit train ltm agent=NAME`` trains them for agent ``NAME`` (:func:`agent_memory` gives the memory and
+codec it trains for), and weights of other sizes are refused with an error naming both.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -50,10 +52,12 @@ def feature_categories(release: str | Path) -> list[str]:
 
 
 def build_memory(variant: str, dim: int, overrides: Mapping[str, Any] | None = None, seed: int = 0,
-                 ltm_weights: str | Path | None = None, descriptor_dim: int | None = None) -> Mem4NavMemory:
+                 ltm_weights: str | Path | None = None, descriptor_dim: int | None = None,
+                 agent: str | None = None) -> Mem4NavMemory:
     """A Mem4Nav memory of the named variant for embeddings of size ``dim`` (graph descriptors of size
     ``descriptor_dim``, default ``dim``); ``overrides`` set other config keys; the LTM model is initialised
-    from ``seed`` and loads ``ltm_weights`` when given."""
+    from ``seed`` and loads ``ltm_weights`` when given (``agent`` names the owner in the error for weights
+    of other sizes)."""
     settings = {**dict(overrides or {}), "dim": int(dim)}
     if descriptor_dim is not None:
         settings["descriptor_dim"] = int(descriptor_dim)
@@ -62,14 +66,14 @@ def build_memory(variant: str, dim: int, overrides: Mapping[str, Any] | None = N
         torch.manual_seed(int(seed))
         memory = Mem4NavMemory(config)
     if ltm_weights and memory.ltm is not None:
-        memory.load_ltm_weights(Path(str(ltm_weights)).expanduser())
+        memory.load_ltm_weights(Path(str(ltm_weights)).expanduser(), agent)
     return memory
 
 
 def memory_from_config(cfg: DictConfig | Mapping[str, Any], dim: int,
                        descriptor_dim: int | None = None) -> Mem4NavMemory:
     """The memory an agent config describes (keys ``memory``, ``memory_overrides``, ``memory_seed``,
-    ``ltm_weights``)."""
+    ``ltm_weights``; ``name`` is the agent's)."""
     overrides = cfg.get("memory_overrides") or {}
     if isinstance(overrides, DictConfig):
         overrides = OmegaConf.to_container(overrides, resolve=True)
@@ -80,7 +84,39 @@ def memory_from_config(cfg: DictConfig | Mapping[str, Any], dim: int,
         int(cfg.get("memory_seed", 0) or 0),
         cfg.get("ltm_weights"),
         descriptor_dim,
+        cfg.get("name"),
     )
+
+
+class MemoryCodec(Protocol):
+    """Panorama features -> the vectors a memory agent writes: an embedding of size ``dim`` and a graph
+    descriptor of size ``descriptor_dim`` (:class:`ViewCodec`, the LLM agent's flat codec)."""
+
+    @property
+    def dim(self) -> int:
+        """Embedding size."""
+
+    @property
+    def descriptor_dim(self) -> int:
+        """Descriptor size."""
+
+    def embed(self, panorama: np.ndarray, heading: float) -> np.ndarray:
+        """The memory embedding of a view seen at ``heading``."""
+
+    def descriptor(self, panorama: np.ndarray, heading: float) -> np.ndarray:
+        """The graph descriptor of a view seen at ``heading``."""
+
+
+def agent_memory(agent: Any) -> tuple[Mem4NavMemory, MemoryCodec]:
+    """The Mem4Nav memory an agent owns and the codec it writes its views with: its ``memory`` and
+    ``codec`` (the modular agent keeps both in its ``map``). Raises ``ValueError`` for an agent without
+    a memory (a baseline, or the LLM agent on a release without panorama categories)."""
+    owner = getattr(agent, "map", agent)
+    memory, codec = getattr(owner, "memory", None), getattr(owner, "codec", None)
+    if not isinstance(memory, Mem4NavMemory) or codec is None:
+        raise ValueError(f"the agent {type(agent).__name__} owns no Mem4Nav memory: name a memory agent "
+                         "(modular, policy or llm, on a release with panorama categories)")
+    return memory, codec
 
 
 def heading_shift(heading: float, sectors: int) -> int:

@@ -10,6 +10,10 @@ graph, the STM and the LTM tokens of the leaf and the node). A size counts the o
 before that size's timed steps start; the memory keeps growing through the timed steps, by
 ``2 * timed_steps`` per size. Latencies are wall-clock ``perf_counter_ns`` per step, in milliseconds.
 
+Progress goes to stderr, one line as each size starts filling and one when it has been timed (and the
+same for the octree comparison), so stdout carries nothing but what the caller prints (the CLI's one JSON
+line); ``progress=False`` silences it.
+
 Everything timed runs on one thread: torch and faiss are set to one thread here, and the numpy products on
 the timed path (one query, one or two fresh tokens, three tokens to decode, the STM and the index's write
 buffer) stay below the size at which OpenBLAS starts threads; larger LTM batches go to torch. numpy's
@@ -51,8 +55,9 @@ Keys (``{n}`` is ``1k``, ``10k``, ``100k``, ``1m`` or the size itself):
 from __future__ import annotations
 
 import math
+import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import faiss
@@ -116,16 +121,23 @@ def run_memory_benchmark(
     octree_queries: int = 20_000,
     config: Mem4NavConfig | None = None,
     include_open3d: bool = True,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Run the benchmark single-threaded and return its figures (see the module docstring for keys)."""
+    """Run the benchmark single-threaded and return its figures (see the module docstring for keys);
+    ``progress`` prints a line to stderr as each size starts and ends and around the octree comparison."""
     threads = torch.get_num_threads()
     faiss_threads = faiss.omp_get_max_threads()
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
     try:
         result: dict[str, Any] = {"dim": dim, "timed_steps": timed_steps}
-        result.update(_latencies(sorted(sizes), timed_steps, dim, seed, config))
+        say = _progress if progress else _quiet
+        result.update(_latencies(sorted(sizes), timed_steps, dim, seed, config, say))
+        against = " against open3d" if include_open3d else ""
+        say(f"octree: {octree_points} points, {octree_queries} look-ups{against} ...")
+        started = time.perf_counter()
         result.update(_octree_rates(octree_points, octree_queries, seed, include_open3d))
+        say(f"octree: done in {time.perf_counter() - started:.1f} s")
         return result
     finally:
         torch.set_num_threads(threads)
@@ -135,8 +147,18 @@ def run_memory_benchmark(
 _RECALL_QUERIES = 100
 
 
+def _progress(message: str) -> None:
+    """One progress line on stderr (flushed at once, so a long size shows while it runs)."""
+    print(f"bench memory: {message}", file=sys.stderr, flush=True)
+
+
+def _quiet(message: str) -> None:
+    """No progress output."""
+
+
 def _latencies(
-    sizes: list[int], timed_steps: int, dim: int, seed: int, config: Mem4NavConfig | None
+    sizes: list[int], timed_steps: int, dim: int, seed: int, config: Mem4NavConfig | None,
+    say: Callable[[str], None],
 ) -> dict[str, Any]:
     memory = Mem4NavMemory(config or Mem4NavConfig(dim=dim))
     total = sizes[-1] + 2 * timed_steps * len(sizes)
@@ -144,10 +166,13 @@ def _latencies(
     tau = memory.config.tau
     out: dict[str, Any] = {}
     for size in sizes:
+        name = size_name(size)
+        started = time.perf_counter()
+        say(f"{name}: writing observations {memory.writes} -> {max(size, memory.writes)}, then timing "
+            f"2 x {timed_steps} steps ...")
         while memory.writes < size:
             step, embedding, position = next(stream)
             memory.write(embedding, position, step)
-        name = size_name(size)
         memory.config.tau = math.inf
         forced, _, asked = _timed(memory, stream, timed_steps)
         memory.config.tau = tau
@@ -157,6 +182,7 @@ def _latencies(
         out[f"default_policy_stm_hit_rate_{name}"] = round(sources.get("stm", 0) / timed_steps, 4)
         if memory.ltm is not None and asked:
             out[f"ltm_recall_at_3_{name}"] = _ltm_recall(memory, asked)
+        say(f"{name}: done in {time.perf_counter() - started:.1f} s, median LTM step {out[f'median_ms_{name}']} ms")
     memory.flush()
     out["bytes_per_obs"] = int(memory.memory_bytes() / memory.writes)
     out["stored_observations"] = memory.writes

@@ -31,6 +31,7 @@ from vlnkit.memory.graph import TopologyGraph
 from vlnkit.memory.ltm import LongTermMemory, LTMConfig, LTMReadout
 from vlnkit.memory.octree import Leaf, SparseOctree
 from vlnkit.memory.stm import ShortTermMemory, STMHits
+from vlnkit.memory.train import read_ltm_checkpoint
 
 STATE_FILE = "memory.pt"
 CONFIG_FILE = "config.json"
@@ -322,11 +323,19 @@ class Mem4NavMemory:
         memory.load_state_dict(state)
         return memory
 
-    def load_ltm_weights(self, path: str | Path) -> None:
-        """Load trained LTM model weights from a checkpoint written by :func:`vlnkit.memory.train.train_ltm`."""
+    def load_ltm_weights(self, path: str | Path, agent: str | None = None) -> None:
+        """Load trained LTM model weights from a checkpoint written by :func:`vlnkit.memory.train.train_ltm`.
+
+        A checkpoint trained for other embedding or descriptor sizes or LTM model settings raises a one-line
+        ``ValueError`` naming the file, what it holds and what this memory expects, and how to train matching
+        weights: ``vlnkit train ltm agent=AGENT``, with ``agent`` the agent this memory belongs to, if any.
+        """
         if self.ltm is None:
             raise ValueError("this memory has no LTM")
-        checkpoint = load_torch(path)
+        owner = f"the {agent} agent's memory" if agent else "this memory"
+        remedy = (f"train matching ones with `vlnkit train ltm agent={agent or 'NAME'} out={path}` and the agent "
+                  "settings used here (agent.KEY=VALUE)")
+        checkpoint = read_ltm_checkpoint(path, self.config.dim, self.descriptor_dim, self.config.ltm, owner, remedy)
         self.ltm.model.load_state_dict(checkpoint["model"])
 
     def _leaf_code(self, position: np.ndarray) -> int:

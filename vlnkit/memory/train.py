@@ -4,7 +4,9 @@ A trajectory is the sequence of observation embeddings an agent saw and the posi
 (:class:`Trajectory`). :func:`train_ltm` optimises the :class:`~vlnkit.memory.ltm.LTMModel` with AdamW
 (lr 1e-4, linear warm-up then cosine decay) on three terms, each with a weight in :class:`LTMTrainConfig`:
 
-* cycle: ``|| v - descriptor_head(second half of R^-1(R([theta ; v]))) ||^2`` (mem4nav.md's cycle loss);
+* cycle: ``|| d - descriptor_head(second half of R^-1(R([theta ; v]))) ||^2`` (mem4nav.md's cycle loss),
+  with ``d`` the observation's graph descriptor: the embedding ``v`` itself unless the trajectory carries
+  descriptors (the modular and policy agents describe a place by its view without their heading code);
 * position: ``position_head`` of the same ``v_hat`` against the place's position (scaled by
   ``position_scale``);
 * retrieval: an InfoNCE loss that pulls the query ``MLP([v_j ; p_j])`` of an observation ``j`` toward the
@@ -15,7 +17,13 @@ A trajectory is the sequence of observation embeddings an agent saw and the posi
 
 Checkpoints (model, optimiser, schedule, step, dimensions and configs) are written atomically every
 ``checkpoint_every`` steps and at the end, and read back with ``torch.load(weights_only=True)``;
-:meth:`Mem4NavMemory.load_ltm_weights` loads one into a memory.
+:meth:`Mem4NavMemory.load_ltm_weights` loads one into a memory after :func:`read_ltm_checkpoint` has checked
+that its embedding size, descriptor size and LTM model settings are the memory's.
+
+`vlnkit train ltm` (:func:`train_agent_ltm`) trains for the memory of a named agent (modular, policy, llm):
+it builds the agent as `vlnkit eval` does, takes the sizes and LTM settings of the agent's memory, and
+embeds the rollouts with the agent's own codec (:func:`agent_memory_layout`), so the checkpoint loads into
+that agent (``agent.ltm_weights=PATH``).
 
 Default observation encoder: :class:`RandomProjectionEncoder`, a fixed seeded Gaussian projection of the
 observation's panorama (an image is first area-pooled to a small grid; a precomputed feature vector is
@@ -30,7 +38,7 @@ retrieval rely on. Any callable from an observation to a vector can replace it (
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from vlnkit.memory.checkpoint import load_torch, save_torch
@@ -45,17 +54,25 @@ from vlnkit.memory.ltm import LTMConfig, LTMModel
 
 ObservationEncoder = Callable[[Any], np.ndarray]
 
+MODEL_SETTINGS = ("depth", "heads", "seq_len", "head_dim", "mlp_ratio", "hidden", "position_scale")
+"""The :class:`LTMConfig` fields that shape the LTM model's weights or what they mean (the others set
+retrieval and indexing only); a checkpoint loads only into an LTM with the same values."""
+
 
 @dataclass(frozen=True)
 class Trajectory:
-    """Observation embeddings ``(T, dim)`` and the world positions ``(T, 3)`` they were seen at."""
+    """Observation embeddings ``(T, dim)``, the world positions ``(T, 3)`` they were seen at and, where the
+    memory's graph descriptors are not the embeddings themselves, the descriptors ``(T, descriptor_dim)``."""
 
     embeddings: np.ndarray
     positions: np.ndarray
+    descriptors: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if len(self.embeddings) != len(self.positions):
             raise ValueError("a trajectory needs one position per embedding")
+        if self.descriptors is not None and len(self.descriptors) != len(self.embeddings):
+            raise ValueError("a trajectory needs one descriptor per embedding")
 
 
 class RandomProjectionEncoder:
@@ -92,18 +109,22 @@ def encode_trajectory(
     encoder: ObservationEncoder | None = None,
     position_key: str = "position",
     dim: int = 128,
+    describe: ObservationEncoder | None = None,
 ) -> Trajectory:
-    """Embed dict observations with ``encoder`` (default :class:`RandomProjectionEncoder`) and take their
-    ``position_key`` entries (2-D positions get z = 0)."""
+    """Embed dict observations with ``encoder`` (default :class:`RandomProjectionEncoder`), describe them with
+    ``describe`` when given (else the descriptors are the embeddings) and take their ``position_key``
+    entries (2-D positions get z = 0)."""
     encoder = encoder or RandomProjectionEncoder(dim)
-    embeddings, positions = [], []
+    embeddings, descriptors, positions = [], [], []
     for observation in observations:
         embeddings.append(np.asarray(encoder(observation), dtype=np.float32))
+        if describe is not None:
+            descriptors.append(np.asarray(describe(observation), dtype=np.float32))
         position = np.zeros(3)
         raw = np.asarray(observation[position_key], dtype=np.float64).reshape(-1)
         position[: len(raw)] = raw
         positions.append(position)
-    return Trajectory(np.stack(embeddings), np.stack(positions))
+    return Trajectory(np.stack(embeddings), np.stack(positions), np.stack(descriptors) if descriptors else None)
 
 
 @dataclass
@@ -136,16 +157,19 @@ def train_ltm(
 ) -> dict[str, float]:
     """Train an LTM model on ``trajectories``, writing checkpoints to ``checkpoint``; returns final losses.
 
-    ``dim`` defaults to the embedding size of the data, ``descriptor_dim`` to ``dim``. With ``resume`` an
-    existing checkpoint is continued (same dimensions and configs).
+    ``dim`` defaults to the embedding size of the data, ``descriptor_dim`` to its descriptor size (the
+    embedding size for trajectories without descriptors). With ``resume`` an existing checkpoint is
+    continued; it must have been trained for the same sizes and LTM model settings.
     """
     config = config or LTMTrainConfig()
     ltm_config = ltm_config or LTMConfig()
     data = _Samples([t for t in trajectories if len(t.embeddings) >= 2])
     dim = dim or data.embeddings.shape[1]
-    descriptor_dim = descriptor_dim or dim
+    descriptor_dim = descriptor_dim or data.descriptors.shape[1]
     if data.embeddings.shape[1] != dim:
         raise ValueError(f"embeddings have size {data.embeddings.shape[1]}, expected {dim}")
+    if data.descriptors.shape[1] != descriptor_dim:
+        raise ValueError(f"descriptors have size {data.descriptors.shape[1]}, expected {descriptor_dim}")
     torch.manual_seed(config.seed)
     model = LTMModel(dim, descriptor_dim, ltm_config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -153,7 +177,8 @@ def train_ltm(
     start = 0
     checkpoint = Path(checkpoint)
     if resume and checkpoint.exists():
-        state = load_torch(checkpoint)
+        state = read_ltm_checkpoint(checkpoint, dim, descriptor_dim, ltm_config, "this training run",
+                                    "write to another out= or set resume=false to start it over")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -181,7 +206,7 @@ def _losses(model: LTMModel, batch: dict[str, torch.Tensor], config: LTMTrainCon
     previous = model.write(None, batch["previous"])
     tokens = model.write(previous, batch["embeddings"])
     _, position, descriptor = model.decode(model.r.inverse(tokens))
-    cycle = F.mse_loss(descriptor, batch["embeddings"])
+    cycle = F.mse_loss(descriptor, batch["descriptors"])
     position_loss = F.smooth_l1_loss(position / model.position_scale, batch["positions"] / model.position_scale)
     queries = model.query(batch["query_embeddings"], batch["query_positions"])
     logits = -torch.cdist(queries, tokens).pow(2) / config.temperature
@@ -196,6 +221,9 @@ class _Samples:
         if not trajectories:
             raise ValueError("train_ltm needs at least one trajectory with two or more steps")
         self.embeddings = np.concatenate([np.asarray(t.embeddings, dtype=np.float32) for t in trajectories])
+        self.descriptors = np.concatenate([
+            np.asarray(t.embeddings if t.descriptors is None else t.descriptors, dtype=np.float32) for t in trajectories
+        ])
         self.positions = np.concatenate([np.asarray(t.positions, dtype=np.float32) for t in trajectories])
         lengths = np.array([len(t.embeddings) for t in trajectories])
         ends = np.cumsum(lengths)
@@ -209,6 +237,7 @@ class _Samples:
         k = self._neighbour(rng, i, max_offset)
         return {
             "embeddings": torch.from_numpy(self.embeddings[i]),
+            "descriptors": torch.from_numpy(self.descriptors[i]),
             "positions": torch.from_numpy(self.positions[i]),
             "previous": torch.from_numpy(self.embeddings[k]),
             "query_embeddings": torch.from_numpy(self.embeddings[j]),
@@ -256,6 +285,33 @@ def _save(
     )
 
 
+def read_ltm_checkpoint(
+    path: str | Path, dim: int, descriptor_dim: int, ltm_config: LTMConfig, loader: str, remedy: str
+) -> dict[str, Any]:
+    """A checkpoint written by :func:`train_ltm`, checked to be for embeddings of size ``dim``, descriptors
+    of size ``descriptor_dim`` and the :data:`MODEL_SETTINGS` of ``ltm_config``.
+
+    Anything else raises a one-line ``ValueError`` naming the file, each value it holds against the one
+    ``loader`` (who reads it, e.g. "the modular agent's memory") expects, and ``remedy`` (how to get a
+    matching one), instead of the size-mismatch dump of ``load_state_dict``.
+    """
+    state = load_torch(path)
+    needed = ("model", "dim", "descriptor_dim", "ltm_config")
+    if not isinstance(state, dict) or any(key not in state for key in needed):
+        raise ValueError(f"{path} is not an LTM checkpoint of `vlnkit train ltm` (it needs the entries "
+                         f"{', '.join(needed)}); {remedy}")
+    saved = state["ltm_config"]
+    found = {"dim": state["dim"], "descriptor_dim": state["descriptor_dim"],
+             **{f"ltm.{name}": saved.get(name) for name in MODEL_SETTINGS}}
+    expected = {"dim": dim, "descriptor_dim": descriptor_dim,
+                **{f"ltm.{name}": getattr(ltm_config, name) for name in MODEL_SETTINGS}}
+    wrong = [f"{key} is {found[key]} in the file, {loader} expects {value}"
+             for key, value in expected.items() if found[key] != value]
+    if wrong:
+        raise ValueError(f"{path} holds LTM weights for a different memory: {'; '.join(wrong)}; {remedy}")
+    return state
+
+
 def collect_street_trajectories(
     data_dir: str | Path | None = None,
     split: str = "train",
@@ -264,13 +320,16 @@ def collect_street_trajectories(
     encoder: ObservationEncoder | None = None,
     dim: int = 128,
     progress: bool = True,
+    describe: ObservationEncoder | None = None,
 ) -> list[Trajectory]:
     """Trajectories for LTM pre-training: the shortest-path oracle's rollouts on a street split.
 
     ``data_dir`` is a release folder (default: the built-in synthetic city, whose scene features give
     the observations content); every record kind of the split is used. The release needs a panorama
-    source the environment finds by itself (a scene description), since the default encoder embeds
-    the panorama. Positions are the environment's metric (east, north) positions with z = 0.
+    source the environment finds by itself (a scene description), since the encoders read the panorama.
+    Observations are embedded with ``encoder`` (default: :class:`RandomProjectionEncoder` of size ``dim``)
+    and described with ``describe`` (default: no descriptors, the embeddings stand for them). Positions
+    are the environment's metric (east, north) positions with z = 0.
     """
     import gymnasium
 
@@ -292,5 +351,60 @@ def collect_street_trajectories(
             obs, _, terminated, truncated, info = env.step(info["oracle_action"])
             seen.append(obs)
             done = terminated or truncated
-        trajectories.append(encode_trajectory(seen, encoder, dim=dim))
+        trajectories.append(encode_trajectory(seen, encoder, dim=dim, describe=describe))
     return trajectories
+
+
+@dataclass(frozen=True)
+class MemoryLayout:
+    """What an LTM is trained for: a memory's embedding and descriptor sizes and LTM settings, and the
+    functions that turn an observation into the embedding and the descriptor that memory is written with."""
+
+    dim: int
+    descriptor_dim: int
+    ltm: LTMConfig
+    embed: ObservationEncoder
+    describe: ObservationEncoder
+
+
+def agent_memory_layout(agent_cfg: Mapping[str, Any]) -> MemoryLayout:
+    """The layout of the memory of the agent ``agent_cfg`` describes (its ``name`` and settings, as the
+    ``agent`` node of a composed config that `vlnkit eval` hands to :func:`vlnkit.agents.create`).
+
+    The agent is built (without ``ltm_weights``) and its memory and codec are read, so the sizes are
+    exactly those the agent derives (from the release's categories, its sectors and heading code, the
+    policy checkpoint) and the LTM settings those of its ``memory_overrides``.
+    """
+    from vlnkit.agents import create
+    from vlnkit.agents.memory_support import agent_memory
+
+    settings = OmegaConf.to_container(agent_cfg, resolve=True) if isinstance(agent_cfg, DictConfig) else dict(agent_cfg)
+    memory, codec = agent_memory(create(str(settings["name"]), {**settings, "ltm_weights": None}))
+
+    def view(observation: Mapping[str, Any]) -> tuple[np.ndarray, float]:
+        heading = float(np.asarray(observation["heading"]).reshape(-1)[0])
+        return np.asarray(observation["panorama"], dtype=np.float32), heading
+
+    return MemoryLayout(
+        memory.config.dim,
+        memory.descriptor_dim,
+        memory.config.ltm,
+        lambda observation: codec.embed(*view(observation)),
+        lambda observation: codec.descriptor(*view(observation)),
+    )
+
+
+def train_agent_ltm(cfg: DictConfig) -> dict[str, Any]:
+    """`vlnkit train ltm` (``configs/train_ltm.yaml``): train an LTM for the memory of the agent ``cfg.agent``
+    on oracle rollouts embedded as that agent embeds them; returns the checkpoint path, the agent, the
+    sizes, the number of trajectories and the final losses."""
+    layout = agent_memory_layout(cfg.agent)
+    trajectories = collect_street_trajectories(
+        cfg.data_dir, str(cfg.split), cfg.episodes, int(cfg.seed), layout.embed, progress=bool(cfg.progress),
+        describe=layout.describe,
+    )
+    settings = LTMTrainConfig(**OmegaConf.to_container(cfg.train), seed=int(cfg.seed))
+    losses = train_ltm(trajectories, cfg.out, layout.dim, layout.descriptor_dim, layout.ltm, settings,
+                       resume=bool(cfg.resume), progress=bool(cfg.progress))
+    return {"checkpoint": str(cfg.out), "agent": str(cfg.agent.name), "dim": layout.dim,
+            "descriptor_dim": layout.descriptor_dim, "trajectories": len(trajectories), **losses}

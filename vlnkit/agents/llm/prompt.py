@@ -12,7 +12,8 @@ A prompt tells the LLM, in words, what a street agent knows at a step (VELMA, Sc
 
 The answer is a JSON object ``{"action": "<word>"}`` whose word is one of the actions available under the
 environment's semantics; :func:`action_schema` is its JSON schema (sent to servers that constrain decoding
-with it) and :func:`parse_action` validates an answer on the client.
+with it) and :func:`parse_action` validates an answer on the client; :func:`action_in_text` reads the
+action out of an answer that is not such an object, where it names exactly one.
 
 Directions: panorama sector ``k`` of ``S`` covers clockwise angles ``[k, k + 1) * 360 / S`` from the
 agent's heading (sector 0 faces the heading, as the street environment rolls it); a sector belongs to the
@@ -246,3 +247,17 @@ def parse_action(text: str | None, actions: Sequence[StreetAction]) -> StreetAct
     if word not in by_word:
         raise InvalidAction(f"action {word!r} is not one of {', '.join(by_word)}")
     return by_word[word]
+
+
+_WORDS = re.compile(r"turn_around|[a-z]+")
+
+
+def action_in_text(text: str | None, actions: Sequence[StreetAction]) -> StreetAction | None:
+    """The action a free-text answer names, for answers :func:`parse_action` refuses: the one available
+    action whose word appears in ``text`` as a whole word (case ignored; ``turn around`` may be written
+    with a blank, hyphen or underscore), or ``None`` when the text names none or several different ones
+    (``"go left, not right"`` is ambiguous, so it is not read as either)."""
+    normalised = re.sub(r"turn[\s_-]*around", "turn_around", (text or "").lower())
+    by_word = {ACTION_WORDS[a]: a for a in actions}
+    named = {by_word[word] for word in _WORDS.findall(normalised) if word in by_word}
+    return named.pop() if len(named) == 1 else None
