@@ -18,6 +18,12 @@ class Agent(Protocol):
     ``uses_info`` says whether the agent reads the environment's privileged ``info`` (only the oracle
     and imitation learners should): runners pass ``info`` to ``act`` only when it is true. An agent whose
     inputs the task's data lacks raises :class:`AgentInputError` when it is built or at ``reset``.
+
+    Two optional attributes say what privileged information a result used (the runner records it in
+    every episode record and in ``metrics.json``, and tables show it): ``privileged``, the privileged
+    inputs the agent reads itself (``("info.oracle_action",)``; default none), and ``reads_panorama``,
+    true for agents that read ``observation["panorama"]``, whose source may be the simulator's labels
+    (the environment's ``privileged_observations`` say so).
     """
 
     uses_info: bool

@@ -79,6 +79,7 @@ class OracleAgent(PrivilegedAgent):
 
     name = "oracle"
     key = "oracle_action"
+    privileged = ("info.oracle_action",)
     supply = "the street and continuous environments give it unless they are made with guidance=False"
 
 
@@ -89,6 +90,7 @@ class GoldAgent(PrivilegedAgent):
 
     name = "gold"
     key = "gold_action"
+    privileged = ("info.gold_action",)
     supply = ("the street environments (task=touchdown, map2seq or synth_city) give it unless they are made with "
               "guidance=False")
 

@@ -38,6 +38,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from scipy import stats
 from tqdm.auto import tqdm
 
+from vlnkit.eval.report import privileged_cell
+
 METRICS: dict[str, tuple[str, float]] = {
     "task_completion": ("TC", 100.0),
     "shortest_path_distance": ("SPD", 1.0),
@@ -177,6 +179,8 @@ def summarize(results: Sequence[Mapping[str, Any]], rows: Sequence[Row], metrics
             "swept_key": row.swept_key,
             "swept_value": row.swept_value,
             "seeds": len(runs),
+            "privileged": privileged_cell({"privileged": sorted({p for r in runs for p in r.get("privileged", [])})})
+            if all("privileged" in r for r in runs) else "?",
         }
         for metric in metrics:
             scale = METRICS.get(metric, (metric, 1.0))[1]
@@ -225,19 +229,19 @@ def write_table(table: Sequence[Mapping[str, Any]], metrics: Sequence[str], out:
         f"TC, nDTW, SED in %, SPD in hops; [low, high] where the interval is clipped to the metric's range. "
         f"{delta}: paired difference to the same agent without memory, seed by seed.",
         "",
-        "| group | agent | memory | setting | seeds | " + " | ".join(labels) + f" | {delta} |",
-        "|---|---|---|---|---|" + "---|" * (len(labels) + 1),
+        "| group | agent | memory | setting | seeds | " + " | ".join(labels) + f" | {delta} | privileged |",
+        "|---|---|---|---|---|" + "---|" * (len(labels) + 2),
     ]
     for entry in table:
         cells = [_cell(entry, m) for m in metrics] + [_cell(entry, "delta")]
         lines.append(
             f"| {entry['group']} | {entry['agent'] or '-'} | {entry['memory'] or '-'} | {entry['setting'] or '-'} | "
-            f"{entry['seeds']} | " + " | ".join(cells) + " |"
+            f"{entry['seeds']} | " + " | ".join(cells) + f" | {entry.get('privileged', '?')} |"
         )
     md = out / "ablation.md"
     md.write_text("\n".join(lines) + "\n", encoding="utf-8")
     csv_path = out / "ablation.csv"
-    fields = ["group", "agent", "memory", "setting", "swept_key", "swept_value", "seeds"]
+    fields = ["group", "agent", "memory", "setting", "swept_key", "swept_value", "seeds", "privileged"]
     fields += [f"{m}_{part}" for m in [*metrics, "delta"] for part in ("mean", "ci", "lo", "hi")]
     with csv_path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
@@ -409,6 +413,7 @@ def run_ablation(cfg: DictConfig, overrides: Sequence[str] = ()) -> Path:
             metrics_out = evaluate(run_cfg)
             record = {"group": row.group, "overrides": list(row.overrides), "seed": seed, "out": str(run_cfg.out),
                       "metrics": {k: metrics_out.get(k) for k in metrics},
+                      "privileged": metrics_out.get("privileged", []),
                       "num_episodes": metrics_out.get("num_episodes")}
             with log.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")

@@ -100,11 +100,21 @@ def rollout(task: EvalTask, env: gymnasium.Env, agent: Agent, episode: Any, seed
         actions.append(action_id(action))
         trace.append(task.trace(info))
         done = terminated or truncated
-    record = {**task.finish(env, episode, trace, actions), "stopped": bool(terminated)}
+    record = {**task.finish(env, episode, trace, actions), "stopped": bool(terminated),
+              "privileged": privileged_inputs(agent, env)}
     stats = getattr(agent, "episode_stats", None)
     if callable(stats):
         record["agent_stats"] = stats()
     return record
+
+
+def privileged_inputs(agent: Agent, env: gymnasium.Env) -> list[str]:
+    """What privileged information an episode of ``agent`` in ``env`` used: the agent's own
+    ``privileged`` inputs, and the labels the environment's panorama carries when the agent reads it."""
+    used = set(getattr(agent, "privileged", ()))
+    if getattr(agent, "reads_panorama", False):
+        used.update(getattr(env, "privileged_observations", ()))
+    return sorted(used)
 
 
 def action_id(action: Any) -> int:

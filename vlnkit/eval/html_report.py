@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vlnkit.eval.leaderboard import COLUMNS
+from vlnkit.eval.report import privileged_cell
 from vlnkit.eval.report import plot_distributions
 
 STYLE = """
@@ -81,15 +82,15 @@ def read_records(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _metrics_rows(metrics: Mapping[str, Any], keys: Sequence[str]) -> list[tuple[str, str]]:
-    """(label, value) of each mean metric, percentages for fractions as in the papers' tables."""
+    """(label with its unit, value) of each mean metric, percentages for fractions as in the papers' tables."""
     known = {key: (label, scale) for key, label, scale in COLUMNS}
     rows = []
     for key in keys:
         if key not in metrics:
             continue
         label, scale = known.get(key, (key, 1.0))
-        suffix = " (%)" if scale == 100.0 else ""
-        rows.append((label + suffix, f"{float(metrics[key]) * scale:.2f}"))
+        rows.append((label, f"{float(metrics[key]) * scale:.2f}"))
+    rows.append(("privileged information", privileged_cell(metrics)))
     return rows
 
 

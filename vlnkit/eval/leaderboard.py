@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vlnkit.eval.report import privileged_cell
+
 RANKING = (
     ("success", True), ("spl", True), ("navigation_error", False), ("task_completion", True),
     ("shortest_path_distance", False),
@@ -24,13 +26,15 @@ RANKING = (
 metric ranks after every run that has it."""
 
 COLUMNS = (
-    ("success", "SR", 100.0), ("spl", "SPL", 100.0), ("task_completion", "TC", 100.0),
-    ("shortest_path_distance", "SPD", 1.0), ("navigation_error", "NE (m)", 1.0), ("oracle_success", "OSR", 100.0),
-    ("sed", "SED", 100.0), ("ndtw", "nDTW", 100.0), ("sdtw", "sDTW", 100.0), ("ndtw_street", "nDTW (street)", 100.0),
-    ("sdtw_street", "sDTW (street)", 100.0), ("kpa", "KPA", 100.0), ("path_length", "length (m)", 1.0),
+    ("success", "SR (%)", 100.0), ("spl", "SPL (%)", 100.0), ("task_completion", "TC (%)", 100.0),
+    ("shortest_path_distance", "SPD (hops)", 1.0), ("navigation_error", "NE (m)", 1.0),
+    ("oracle_success", "OSR (%)", 100.0), ("sed", "SED (%)", 100.0), ("ndtw", "nDTW (%)", 100.0),
+    ("sdtw", "sDTW (%)", 100.0), ("cls", "CLS (%)", 100.0), ("ndtw_street", "nDTW street (%)", 100.0),
+    ("sdtw_street", "sDTW street (%)", 100.0), ("kpa", "KPA (%)", 100.0), ("path_length", "length (m)", 1.0),
     ("steps", "steps", 1.0), ("collisions", "collisions", 1.0),
 )
-"""Metric columns shown when some run has them: key, header, scale (fractions shown as percentages)."""
+"""Metric columns shown when some run has them: key, header with its unit, scale (fractions shown as
+percentages)."""
 
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
@@ -66,10 +70,10 @@ def rank_runs(runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 
 def _identity_cells(rank: int, metrics: Mapping[str, Any]) -> list[str]:
-    """Rank, run folder, agent, task and split of a row."""
+    """Rank, run folder, agent, task, split and privileged information used of a row."""
     cfg = metrics.get("config", {})
     return [str(rank), str(metrics["run"]), str(cfg.get("agent", {}).get("name", "")),
-            str(cfg.get("task", {}).get("name", "")), str(cfg.get("split", ""))]
+            str(cfg.get("task", {}).get("name", "")), str(cfg.get("split", "")), privileged_cell(metrics)]
 
 
 def _provenance_cells(metrics: Mapping[str, Any], commit_chars: int | None = None) -> list[str]:
@@ -82,7 +86,7 @@ def _provenance_cells(metrics: Mapping[str, Any], commit_chars: int | None = Non
 def markdown_table(runs: Sequence[Mapping[str, Any]]) -> str:
     """The ranked Markdown table of runs of one task kind; fractions shown as percentages."""
     columns = [(key, label, scale) for key, label, scale in COLUMNS if any(key in r for r in runs)]
-    header = ["rank", "run", "agent", "task", "split", *(label for _, label, _ in columns), "episodes", "failed",
+    header = ["rank", "run", "agent", "task", "split", "privileged", *(label for _, label, _ in columns), "episodes", "failed",
               "seed", "config", "dataset", "commit"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for rank, metrics in enumerate(rank_runs(runs), start=1):
@@ -129,7 +133,7 @@ def _csv(by_kind: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
     keys = [key for key, _, _ in COLUMNS if any(key in r for r in everyone)]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["kind", "rank", "run", "agent", "task", "split", *keys, "num_episodes", "num_failed", "seed",
+    writer.writerow(["kind", "rank", "run", "agent", "task", "split", "privileged", *keys, "num_episodes", "num_failed", "seed",
                      "config_hash", "dataset_hash", "git_commit"])
     for kind, runs in sorted(by_kind.items()):
         for rank, metrics in enumerate(rank_runs(runs), start=1):

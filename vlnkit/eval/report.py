@@ -36,17 +36,28 @@ def _cell(value: Any, scale: float) -> str:
     return "-" if value is None or np.isnan(float(value)) else f"{float(value) * scale:.2f}"
 
 
+def privileged_cell(metrics: Mapping[str, Any]) -> str:
+    """What a run's ``privileged`` entry says, for a table: ``no``, ``yes: ...``, or ``?`` for runs made
+    before it was recorded."""
+    if "privileged" not in metrics:
+        return "?"
+    used = list(metrics["privileged"])
+    return "yes: " + ", ".join(used) if used else "no"
+
+
 def metrics_table(
     rows: Mapping[str, Mapping[str, Any]], columns: Sequence[tuple[str, str, float]] = TABLE_COLUMNS
 ) -> str:
     """A Markdown table, one row per named run; ``columns`` are ``(metric key, label, scale)`` (the street
     columns by default, where fractions are shown as percentages like the papers). The last columns count
-    the episodes and those that failed (scored as stopped at their start)."""
-    header = "| run | " + " | ".join(label for _, label, _ in columns) + " | episodes | failed |"
-    lines = [header, "|" + "---|" * (len(columns) + 3)]
+    the episodes and those that failed (scored as stopped at their start), and say whether the run used
+    privileged information (:func:`privileged_cell`)."""
+    header = "| run | " + " | ".join(label for _, label, _ in columns) + " | episodes | failed | privileged |"
+    lines = [header, "|" + "---|" * (len(columns) + 4)]
     for name, m in rows.items():
         cells = [_cell(m.get(key), scale) for key, _, scale in columns]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {int(m['num_episodes'])} | {int(m.get('num_failed', 0))} |")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {int(m['num_episodes'])} | {int(m.get('num_failed', 0))} "
+                     f"| {privileged_cell(m)} |")
     return "\n".join(lines)
 
 

@@ -7,7 +7,8 @@ and writes, under ``cfg.out``:
 - ``episodes.jsonl``: one line per finished episode (id, predicted trajectory, actions, its metrics),
   written by the driver alone in completion order, each line flushed and fsynced as its episode ends;
 - ``metrics.json``: the means over episodes in dataset order, ``num_episodes``, ``num_failed`` and
-  ``failed_episodes``, the seed, the config and dataset hashes, package versions, the git commit and
+  ``failed_episodes``, ``privileged`` (the privileged information the agent used: ``info`` items such as
+  the oracle's action, or simulator labels in its panorama; empty when it read observations only), the seed, the config and dataset hashes, package versions, the git commit and
   the resolved config;
 - the task kind's leaderboard submission and report (for street tasks ``submission.jsonl`` with
   ``route_id``/``id`` and ``route_panoids``, ``report.md`` and ``trajectories.png``);
@@ -339,6 +340,7 @@ def _evaluate_locked(cfg: DictConfig, task: EvalTask, env: gymnasium.Env, data_d
     metrics.update({
         "num_failed": len(failed),
         "failed_episodes": failed,
+        "privileged": sorted({p for r in records for p in r.get("privileged", [])}),
         "seed": int(cfg.seed),
         "config_hash": identity["config_hash"],
         "dataset_hash": identity["dataset_hash"],

@@ -10,15 +10,22 @@ At every step the agent
 3. asks the LLM with a prompt of the instruction, the streets and landmarks around it in words, the
    numbered action history and the memory cues (:mod:`vlnkit.agents.llm.prompt`), for a JSON answer
    constrained by the action schema;
-4. returns the action, or the fallback action when the LLM gave no valid answer.
+4. returns the action, read from the answer as described below.
 
-Fallback: an unreachable server (after ``max_retries`` retries with backoff) or an invalid answer (after
-``invalid_retries`` retries) makes the agent STOP by default. STOP is the one action that cannot take the
+Reading the answer: a JSON object naming an available action is taken as it is. An answer that is not
+(no JSON, JSON without an ``action`` string, an action that is not available), after the client's
+``invalid_retries`` retries, is read as free text: when it names exactly one available action as a
+word (``"I turn left here."``) that action is taken and ``llm_free_text`` counts it
+(:func:`~vlnkit.agents.llm.prompt.action_in_text`); otherwise the fallback action is taken.
+
+Fallback: an unreachable server (after ``max_retries`` retries with backoff) or an answer with no
+readable action makes the agent STOP by default. STOP is the one action that cannot take the
 agent anywhere the instruction did not ask for (what a robot does when its planner fails); it ends the
 episode, so a dead server costs one failed request per episode instead of one per step up to the step
 limit, and the failure shows in the results (the episode ends where the LLM failed, and
 ``llm_fallbacks`` counts it) instead of passing for a forward-walking baseline. ``fallback_action``
-chooses another.
+chooses another. Both counts are in :meth:`LLMAgent.episode_stats`, which the evaluation records in each
+episode's ``agent_stats``, and every free-text reading and fallback is logged as a warning.
 
 The agent needs semantic panorama features (``panorama=scene`` or ``auto`` on the synthetic city) to
 describe landmarks and to remember: the names of the feature columns come from ``categories``, or from
@@ -37,13 +44,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from vlnkit.agents.base import register
-from vlnkit.agents.llm.client import LLMClient, LLMError, OpenAIClient
+from vlnkit.agents.llm.client import LLMClient, LLMError, LLMInvalidOutput, OpenAIClient
 from vlnkit.agents.llm.prompt import (
+    InvalidAction,
     MemoryCue,
+    action_in_text,
     action_schema,
     available_actions,
     describe_landmarks,
@@ -56,14 +64,45 @@ from vlnkit.agents.llm.prompt import (
     visible_landmarks,
 )
 from vlnkit.agents.llm.server import LocalLLMServer
+from vlnkit.agents.memory_support import build_memory  # noqa: F401  (re-exported: vlnkit.agents.llm.build_memory)
+from vlnkit.agents.memory_support import memory_from_config
 from vlnkit.config import config_dir
 from vlnkit.envs.street.actions import StreetAction
-from vlnkit.memory import Mem4NavConfig, Mem4NavMemory, Retrieval
+from vlnkit.memory import Mem4NavMemory, Retrieval
 
 log = logging.getLogger(__name__)
 
 SAME_PLACE_M = 2.0
 """Memory cues this close together (metres) that name the same objects count as one place."""
+
+
+class FlatViewCodec:
+    """Panorama features -> the LLM agent's memory vectors: the egocentric ``(sectors, categories)`` view
+    flattened and L2-normalised, which is also the graph descriptor (a
+    :class:`~vlnkit.agents.memory_support.MemoryCodec`)."""
+
+    def __init__(self, sectors: int, categories: int) -> None:
+        self.sectors, self.categories = int(sectors), int(categories)
+
+    @property
+    def dim(self) -> int:
+        """Embedding size: the flattened view."""
+        return self.sectors * self.categories
+
+    @property
+    def descriptor_dim(self) -> int:
+        """Descriptor size: the embedding's."""
+        return self.dim
+
+    def embed(self, panorama: np.ndarray, heading: float = 0.0) -> np.ndarray:
+        """The unit-length flattened view (the heading is not used: the view stays egocentric)."""
+        embedding = np.asarray(panorama, dtype=np.float32).reshape(self.dim)
+        norm = float(np.linalg.norm(embedding))
+        return embedding / norm if norm > 0 else embedding
+
+    def descriptor(self, panorama: np.ndarray, heading: float = 0.0) -> np.ndarray:
+        """The graph descriptor: the embedding."""
+        return self.embed(panorama, heading)
 
 
 class LLMAgent:
@@ -79,13 +118,15 @@ class LLMAgent:
         history_limit: how many of the latest actions the prompt lists.
         max_cues: memory entries read per step.
         cue_objects: categories named per memory cue.
-        fallback_action: the action taken when the LLM gives no valid answer.
+        fallback_action: the action taken when the LLM's answer names no action.
         server: a local server the agent started and keeps alive (``start_server``), if any.
 
-    ``history`` holds the episode's actions and ``last_messages`` the latest prompt (for inspection).
+    ``history`` holds the episode's actions, ``last_messages`` the latest prompt and ``codec`` the
+    :class:`FlatViewCodec` its memory is written with.
     """
 
     uses_info = False
+    reads_panorama = True
 
     def __init__(
         self,
@@ -107,6 +148,7 @@ class LLMAgent:
             raise ValueError(f"fallback action {fallback_action.name} is not available with {num_actions} actions")
         self.categories = list(categories)
         self.sectors = int(sectors)
+        self.codec = FlatViewCodec(self.sectors, len(self.categories))
         self.memory = memory
         self.visible_threshold = float(visible_threshold)
         self.history_limit = history_limit
@@ -118,7 +160,7 @@ class LLMAgent:
         self.system = system_prompt(self.actions, memory=self.remembers)
         self.history: list[StreetAction] = []
         self.last_messages: list[dict[str, str]] = []
-        self._calls = self._fallbacks = 0
+        self._calls = self._fallbacks = self._free_text = 0
         self._seconds = 0.0
         self._client_start = client.stats.snapshot()
 
@@ -128,27 +170,51 @@ class LLMAgent:
             self.memory.reset()
         self.history = []
         self.last_messages = []
-        self._calls = self._fallbacks = 0
+        self._calls = self._fallbacks = self._free_text = 0
         self._seconds = 0.0
         self._client_start = self.client.stats.snapshot()
 
     def act(self, observation: dict[str, Any], info: dict[str, Any] | None = None) -> int:
-        """The LLM's action for ``observation`` (the fallback action when it gives no valid answer)."""
+        """The LLM's action for ``observation``, read as the module doc says (JSON answer, else an action
+        named in free text, else the fallback action)."""
         messages = self.messages(observation)
         self.last_messages = messages
         self._calls += 1
+        answers: list[str] = []
+
+        def validate(answer: str) -> StreetAction:
+            answers.append(answer)
+            return self.parse(answer)
+
         started = time.perf_counter()
         try:
-            answer = self.client.complete(messages, self.schema, validate=self.parse)
+            answer = self.client.complete(messages, self.schema, validate=validate)
+            answers.append(answer)
             action = self.parse(answer)
+        except (InvalidAction, LLMInvalidOutput) as err:
+            action = self._read_free_text(answers[-1] if answers else None, err)
         except LLMError as err:
-            self._fallbacks += 1
-            action = self.fallback_action
-            log.warning("LLM agent falls back to %s at step %d: %s", action.name, len(self.history) + 1, err)
+            action = self._fall_back(err)
         finally:
             self._seconds += time.perf_counter() - started
         self.history.append(action)
         return int(action)
+
+    def _read_free_text(self, answer: str | None, err: Exception) -> StreetAction:
+        """The action named in an answer that is not a valid JSON action, else the fallback action."""
+        action = action_in_text(answer, self.actions)
+        if action is None:
+            return self._fall_back(err)
+        self._free_text += 1
+        log.warning("LLM agent reads %s from a free-text answer at step %d: %r", action.name, len(self.history) + 1,
+                    (answer or "")[:200])
+        return action
+
+    def _fall_back(self, err: Exception) -> StreetAction:
+        """The fallback action, counted and logged with the reason."""
+        self._fallbacks += 1
+        log.warning("LLM agent falls back to %s at step %d: %s", self.fallback_action.name, len(self.history) + 1, err)
+        return self.fallback_action
 
     def parse(self, answer: str) -> StreetAction:
         """The action in an LLM answer (raises ``ValueError`` for an invalid one)."""
@@ -191,9 +257,7 @@ class LLMAgent:
     def _remember(self, features: np.ndarray, position: np.ndarray, heading: float) -> list[MemoryCue]:
         """Memory cues for this place, then the write of the current observation."""
         assert self.memory is not None
-        embedding = features.reshape(-1)
-        norm = float(np.linalg.norm(embedding))
-        embedding = embedding / norm if norm > 0 else embedding
+        embedding = self.codec.embed(features, heading)
         where = np.array([position[0], position[1], 0.0])
         cues = []
         if self.memory.writes and self.max_cues > 0:
@@ -217,12 +281,14 @@ class LLMAgent:
         return cues
 
     def episode_stats(self) -> dict[str, int | float]:
-        """This episode's LLM use: decisions asked (``llm_calls``), fallbacks taken, HTTP requests,
-        cache hits, transport retries, invalid answers and seconds spent asking."""
+        """This episode's LLM use: decisions asked (``llm_calls``), fallback actions taken, actions read
+        from free-text answers, HTTP requests, cache hits, transport retries, invalid answers and seconds
+        spent asking."""
         client = self.client.stats.since(self._client_start)
         return {
             "llm_calls": self._calls,
             "llm_fallbacks": self._fallbacks,
+            "llm_free_text": self._free_text,
             "llm_requests": client.requests,
             "llm_cache_hits": client.cache_hits,
             "llm_retries": client.retries,
@@ -250,20 +316,6 @@ def resolve_categories(cfg: DictConfig) -> list[str]:
 
         scene = default_city(int(cfg.city_seed), str(cfg.city_size)) / "graph" / "scene.jsonl"
     return SceneFeatureSource(scene).categories
-
-
-def build_memory(variant: str, dim: int, overrides: Mapping[str, Any] | None = None, seed: int = 0,
-                 ltm_weights: str | Path | None = None) -> Mem4NavMemory:
-    """The agent's Mem4Nav memory of the named variant (``full``, ``none``, ``stm``, ...) for embeddings of
-    size ``dim``; ``overrides`` set other :class:`Mem4NavConfig` keys; the LTM model is initialised from
-    ``seed`` and loads trained ``ltm_weights`` when given."""
-    config = Mem4NavConfig.variant(variant, **{**dict(overrides or {}), "dim": int(dim)})
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        memory = Mem4NavMemory(config)
-    if ltm_weights and memory.ltm is not None:
-        memory.load_ltm_weights(Path(str(ltm_weights)).expanduser())
-    return memory
 
 
 def agent_config(cfg: DictConfig | Mapping[str, Any] | None = None) -> DictConfig:
@@ -305,13 +357,8 @@ def _llm(cfg: DictConfig, num_actions: int) -> LLMAgent:
     categories = resolve_categories(cfg)
     memory = None
     if categories:
-        memory = build_memory(
-            str(cfg.memory),
-            int(cfg.sectors) * len(categories),
-            OmegaConf.to_container(cfg.memory_overrides, resolve=True),
-            int(cfg.memory_seed),
-            cfg.ltm_weights,
-        )
+        codec = FlatViewCodec(int(cfg.sectors), len(categories))
+        memory = memory_from_config(cfg, codec.dim, codec.descriptor_dim)
     return LLMAgent(
         client,
         num_actions,

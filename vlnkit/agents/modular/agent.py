@@ -157,6 +157,7 @@ class ModularAgent:
     """
 
     uses_info = False
+    reads_panorama = True
 
     def __init__(self, perception: Perception, lexicon: LandmarkLexicon, memory_map: EpisodicMap,
                  num_actions: int = 4, semantics: str = "touchdown", thresholds: Thresholds | None = None) -> None:

@@ -43,6 +43,7 @@ class PolicyAgent:
     """
 
     uses_info = False
+    reads_panorama = True
 
     def __init__(self, model: FlamePolicy, vocabulary: Vocabulary, codec: ViewCodec, memory: Mem4NavMemory,
                  num_actions: int, memory_tokens: bool = True) -> None:

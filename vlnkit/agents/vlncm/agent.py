@@ -123,6 +123,7 @@ class VLNCMAgent(SpotFollower):
         if scorer.needs_labels and labels is None:
             raise ValueError("this scorer reads scene labels: pass a label source")
         super().__init__(asp, scorer, pm_window, pm_min_drop, max_moves, max_spot_moves)
+        self.privileged = ("semantic labels (semantic views + scene annotations)",) if scorer.needs_labels else ()
         self.omp = omp
         self.step_distance = float(step_distance)
         self.arrive_distance = float(arrive_distance)

@@ -144,6 +144,7 @@ class StreetVLNCMAgent(SpotFollower):
         if scorer.needs_labels and labels is None:
             raise ValueError("this scorer reads semantic labels: pass the city's labels")
         super().__init__(asp, scorer, pm_window, pm_min_drop, max_moves, max_spot_moves)
+        self.privileged = ("semantic labels (rendered panorama + graph/landmarks.json)",) if scorer.needs_labels else ()
         self.num_actions = int(num_actions)
         self.semantics = semantics
         self.labels = labels

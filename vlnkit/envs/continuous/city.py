@@ -206,6 +206,7 @@ class CityPanoramaSource:
         if not (self.data_dir / "graph" / "landmarks.json").is_file():
             raise FileNotFoundError(f"{self.data_dir / 'graph' / 'landmarks.json'} not found: the rendered source needs the synthetic city's landmarks")
         self.modality = modality
+        self.privileged = ("semantic labels (rendered panorama)",) if modality == "semantic" else ()
         self.height, self.width = height, width
         self.face = width // 4
         self.camera_height = camera_height

@@ -213,6 +213,11 @@ class StreetEnv(gymnasium.Env):
         self._steps = 0
         return self._observation(), self._info()
 
+    @property
+    def privileged_observations(self) -> tuple[str, ...]:
+        """The simulator labels the panorama observation carries (empty when it is what a camera sees)."""
+        return tuple(getattr(self.panorama, "privileged", ()))
+
     def _observation(self) -> dict[str, Any]:
         state = self._state
         obs = {

@@ -36,7 +36,12 @@ from vlnkit.envs.street.graph import StreetGraph
 
 @runtime_checkable
 class PanoramaSource(Protocol):
-    """Anything that turns (node, heading) into an observation array."""
+    """Anything that turns (node, heading) into an observation array.
+
+    A source that hands out the simulator's labels rather than what a camera sees (the scene description,
+    a rendered semantic panorama) names them in an attribute ``privileged`` (a tuple of descriptions);
+    results of agents that read such a panorama are marked with it.
+    """
 
     def bind(self, graph: StreetGraph) -> None:
         """Prepare lookups for ``graph`` (called once by the environment)."""
@@ -261,8 +266,11 @@ class SceneFeatureSource(_FeatureSource):
     The feature of a node is an ``(sectors, categories)`` array: sector ``k`` covers compass headings
     ``[k, k + 1) * 360 / sectors`` (rolled to the agent's heading on observation) and holds, per
     category, ``max(0, 1 - distance / radius)`` of the closest landmark of that category in it.
-    Categories are the sorted set found in the file (listed in :attr:`categories`).
+    Categories are the sorted set found in the file (listed in :attr:`categories`). These are the
+    simulator's labels, so observations from this source are privileged.
     """
+
+    privileged = ("scene labels (graph/scene.jsonl)",)
 
     def __init__(self, scene_path: str | Path, sectors: int = 8, radius: float = 30.0) -> None:
         super().__init__(missing="zeros")
