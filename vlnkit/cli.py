@@ -350,6 +350,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vlnkit`` command. Bad input ends it with one line on stderr and exit status 2
     (``VLNKIT_TRACEBACK=1`` shows the traceback instead)."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # agent=my_module:MyAgent finds modules of the current folder
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and isinstance(getattr(args, "overrides", None), list) and all(

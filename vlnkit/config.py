@@ -23,10 +23,18 @@ def config_dir() -> str:
 
 
 def load_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
-    """Compose the config ``<name>.yaml`` with command-line style ``overrides``."""
+    """Compose the config ``<name>.yaml`` with command-line style ``overrides``. ``agent=pkg.module:Class``
+    (a user's own agent) selects the ``custom`` agent config with that ``agent.name``."""
+    expanded: list[str] = []
+    for override in overrides:
+        key, sep, value = str(override).partition("=")
+        if sep and key == "agent" and ":" in value:
+            expanded += ["agent=custom", f"agent.name={value}"]
+        else:
+            expanded.append(str(override))
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=config_dir(), version_base=None):
-        return compose(config_name=name, overrides=list(overrides))
+        return compose(config_name=name, overrides=expanded)
 
 
 def group_choices(name: str) -> dict[str, list[str]]:

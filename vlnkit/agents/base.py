@@ -3,6 +3,7 @@ agent raises when the task's data lacks an input it reads."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -92,10 +93,30 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def resolve_factory(name: str) -> AgentFactory:
+    """The factory of the agent ``name``: a registered name, or ``package.module:Attribute`` naming a class
+    or function of an importable module that is called as ``(cfg, num_actions)`` (a user's own agent,
+    ``vlnkit eval agent=my.module:MyAgent``)."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    module_name, sep, attribute = name.partition(":")
+    if not sep:
+        raise ValueError(f"unknown agent {name!r}; available: {', '.join(available())}, or "
+                         "package.module:ClassName for an agent of your own")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"agent {name!r}: cannot load {attribute!r} from module {module_name!r} ({err}); "
+                         "expected package.module:ClassName of an importable module") from None
+    if not callable(factory):
+        raise ValueError(f"agent {name!r}: {attribute!r} is not a class or function")
+    return factory
+
+
 def create(name: str, cfg: DictConfig | dict[str, Any] | None = None, num_actions: int = 4) -> Agent:
-    """Build the agent registered as ``name`` from its config (the agent's section of the run config)."""
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown agent {name!r}; available: {', '.join(available())}")
+    """Build the agent ``name`` (see :func:`resolve_factory`) from its config (the agent's section of
+    the run config)."""
+    factory = resolve_factory(name)
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(cfg or {})
-    return _REGISTRY[name](cfg, num_actions)
+    return factory(cfg, num_actions)

@@ -299,8 +299,9 @@ class _RunningMetric:
         return {self.label: mean, "failed": str(self.failed)}
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
+def evaluate(cfg: DictConfig, agent: Any = None) -> dict[str, Any]:
     """Run the evaluation ``cfg`` describes (see ``configs/eval.yaml``) and write the results folder.
+    ``agent``, when given, is used instead of building ``cfg.agent`` (the ``inprocess`` runner only).
 
     Returns the contents of ``metrics.json``.
     """
@@ -319,20 +320,21 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out = Path(str(cfg.out))
     lock = _lock_run_folder(out)
     try:
-        return _evaluate_locked(cfg, task, env, data_dir, resolved, imports, todo, identity, out)
+        return _evaluate_locked(cfg, task, env, data_dir, resolved, imports, todo, identity, out, agent)
     finally:
         lock.release()
 
 
 def _evaluate_locked(cfg: DictConfig, task: EvalTask, env: gymnasium.Env, data_dir: Path, resolved: dict[str, Any],
-                     imports: list[str], todo: list[Any], identity: dict[str, Any], out: Path) -> dict[str, Any]:
+                     imports: list[str], todo: list[Any], identity: dict[str, Any], out: Path,
+                     agent: Any = None) -> dict[str, Any]:
     """The part of :func:`evaluate` that runs while it holds the run folder's lock."""
     _check_run_folder(out, identity)
     log = out / "episodes.jsonl"
     finished = read_finished(log)
     remaining = [ep for ep in todo if ep.episode_id not in finished]
     if remaining:
-        _run_remaining(cfg, task, env, data_dir, resolved, imports, remaining, finished, log, len(todo))
+        _run_remaining(cfg, task, env, data_dir, resolved, imports, remaining, finished, log, len(todo), agent)
     records = [finished[ep.episode_id] for ep in todo]
     per_episode = {k: np.array([r["metrics"][k] for r in records], dtype=np.float64) for k in task.metric_keys}
     metrics: dict[str, Any] = aggregate(per_episode) if records else {"num_episodes": 0}
@@ -355,12 +357,12 @@ def _evaluate_locked(cfg: DictConfig, task: EvalTask, env: gymnasium.Env, data_d
 
 def _run_remaining(cfg: DictConfig, task: EvalTask, env: gymnasium.Env, data_dir: Path, resolved: dict[str, Any],
                    imports: list[str], remaining: list[Any], finished: dict[str, dict[str, Any]], log: Path,
-                   total: int) -> None:
+                   total: int, agent: Any = None) -> None:
     """Run the unfinished episodes on the configured backend, appending each result to ``log`` (and to
     ``finished``) as it arrives."""
     runner = str(cfg.get("runner", "inprocess"))
     spec = WorkerSpec(resolved, str(data_dir), tuple(imports))
-    local = EpisodeWorker(spec, env=env) if runner == "inprocess" else None
+    local = EpisodeWorker(spec, env=env, agent=agent) if runner == "inprocess" else None
     backend = make_backend(runner, spec, workers=int(cfg.get("workers", 1)), ray_address=cfg.get("ray_address"),
                            local_worker=local)
     by_id = {ep.episode_id: ep for ep in remaining}
