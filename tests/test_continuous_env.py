@@ -2,6 +2,7 @@
 
 import math
 import re
+import shutil
 
 import gymnasium
 import numpy as np
@@ -18,7 +19,7 @@ from vlnkit.envs.continuous.env import (
     TURN_RIGHT,
 )
 from vlnkit.envs.continuous.geometry import habitat_to_zup, quat_from_yaw
-from vlnkit.envs.datasets import DatasetFormatError, VLNCEEpisode
+from vlnkit.envs.datasets import DatasetFormatError, VLNCEEpisode, read_vlnce_gt, write_vlnce_gt
 
 
 def room_glb(path):
@@ -222,3 +223,71 @@ def test_scene_errors_name_the_episode(scenes, houses):
         make(scenes, episodes=[episode(scene="test/none/none.glb")])
     with pytest.raises(DatasetFormatError, match="splits present: train, val_seen, val_unseen, test"):
         gymnasium.make("vlnkit/VLNCE-v0", data_dir=houses, split="dev")
+
+
+def wall_approach(scenes, sliding):
+    """GO_TOWARD_POINT 2 m from (2, 0, 1.4) at 60 degrees right of the -z heading: toward the wall at x = 3
+    (agent edge x = 2.85) 30 degrees off its normal, reaching it after 0.98 m at z = 1.4 - 0.49 = 0.91."""
+    env = make(scenes, episodes=[episode(start=(2.0, 0.0, 1.4))], go_toward_point=True, sliding=sliding,
+               rgb_size=(16, 16), depth_size=(16, 16))
+    env.reset()
+    _, _, _, _, info = env.step({"action": env.go_toward_point_id, "distance": np.array([2.0], np.float32),
+                                 "angle": np.array([-math.radians(60)], np.float32)})
+    env.close()
+    return info
+
+
+def test_go_toward_point_slides_along_the_wall_when_sliding(scenes):
+    info = wall_approach(scenes, sliding=True)
+    x, _, z = info["position"]
+    assert info["collided"] and x == pytest.approx(2.85, abs=0.05)
+    assert z < 0.91 - 0.2  # kept going along the wall (-z) after reaching it
+
+
+def test_go_toward_point_stops_at_the_wall_without_sliding(scenes):
+    info = wall_approach(scenes, sliding=False)
+    x, _, z = info["position"]
+    assert info["collided"] and x == pytest.approx(2.85, abs=0.05) and z == pytest.approx(0.91, abs=0.05)
+
+
+def split_without_gt(houses, tmp_path, split="val_unseen"):
+    """A copy of the small houses' ``split`` file alone, without its ``{split}_gt.json.gz``."""
+    (tmp_path / split).mkdir()
+    shutil.copy(houses / split / f"{split}.json.gz", tmp_path / split / f"{split}.json.gz")
+    return tmp_path
+
+
+def make_from(root, houses, **kw):
+    """The environment on the split ``val_unseen`` of the release ``root``, with the small houses' scenes."""
+    return gymnasium.make("vlnkit/VLNCE-v0", data_dir=root, split="val_unseen", scenes_dir=houses / "scenes",
+                          rgb_size=(16, 16), depth_size=(16, 16), **kw).unwrapped
+
+
+def test_missing_ground_truth_is_refused_naming_the_file(houses, tmp_path):
+    root = split_without_gt(houses, tmp_path)
+    with pytest.raises(DatasetFormatError) as err:
+        make_from(root, houses)
+    assert err.value.path == root / "val_unseen" / "val_unseen_gt.json.gz"
+    assert "ground-truth file not found" in str(err.value) and "task.ndtw_reference=sparse" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_ground_truth_lacking_an_episode_is_refused(houses, tmp_path):
+    root = split_without_gt(houses, tmp_path)
+    truth = read_vlnce_gt(houses / "val_unseen" / "val_unseen_gt.json.gz")
+    write_vlnce_gt({k: v for k, v in truth.items() if k != "2"}, root / "val_unseen" / "val_unseen_gt.json.gz")
+    with pytest.raises(DatasetFormatError) as err:
+        make_from(root, houses)
+    assert err.value.field == "2" and "no ground truth for episode '2'" in str(err.value)
+
+
+def test_sparse_reference_asked_for_scores_against_reference_path(houses, tmp_path):
+    root = split_without_gt(houses, tmp_path)
+    env = make_from(root, houses, ndtw_reference="sparse")
+    ep = env.episodes[0]
+    assert env.ndtw_reference == "sparse"
+    assert env.reference_path(ep).tolist() == [list(p) for p in ep.reference_path]
+    with pytest.raises(ValueError, match="must be 'gt' or 'sparse', got 'dense'"):
+        make_from(root, houses, ndtw_reference="dense")
+    env.close()
+

@@ -1,6 +1,7 @@
 """`vlnkit eval` on continuous tasks through the runner: metrics, submissions, maps, baselines, resume."""
 
 import json
+import shutil
 
 import pytest
 
@@ -63,6 +64,7 @@ def test_oracle_eval_writes_the_results_layout(houses, tmp_path):
     report = (out / "report.md").read_text()
     assert "| run | TL (m) | NE (m) | OSR (%) | SR (%) | SPL (%) | nDTW (%) | sDTW (%) |" in report
     assert "maps/1.png" in report and "OSR, SR, SPL, nDTW and sDTW in %" in report
+    assert "sparse reference_path" not in report  # scored against the ground truth
     # The report's numbers are metrics.json's in the header's unit: metres as they are, rates times 100.
     saved = json.loads((out / "metrics.json").read_text())
     shown = table_row(report)
@@ -104,3 +106,18 @@ def test_oracle_on_the_default_synthetic_houses(tmp_path, monkeypatch):
                                    "progress=false", "num_plots=0"])
         metrics = evaluate(cfg)
         assert metrics["num_episodes"] >= 18 and metrics["success"] >= 0.95
+
+
+def test_sparse_reference_asked_for_runs_and_says_so(houses, tmp_path):
+    # A release without val_unseen_gt.json.gz: refused by default (tests/test_continuous_env.py), scored
+    # against the sparse reference_path when asked, and the run records that it was.
+    root = tmp_path / "release"
+    (root / "val_unseen").mkdir(parents=True)
+    shutil.copy(houses / "val_unseen" / "val_unseen.json.gz", root / "val_unseen" / "val_unseen.json.gz")
+    out = tmp_path / "sparse"
+    metrics = run(root, out, "agent=oracle", f"scenes_dir={houses / 'scenes'}", "task.ndtw_reference=sparse",
+                  "limit=1", "num_plots=0")
+    assert metrics["num_episodes"] == 1 and metrics["config"]["task"]["ndtw_reference"] == "sparse"
+    assert json.loads((out / "metrics.json").read_text())["config"]["task"]["ndtw_reference"] == "sparse"
+    assert "sparse reference_path (task.ndtw_reference=sparse)" in (out / "report.md").read_text()
+    assert 0.0 <= metrics["ndtw"] <= 1.0

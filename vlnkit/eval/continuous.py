@@ -2,14 +2,16 @@
 
 Each step's ``info`` is traced as the agent's position, heading and collision flag. A finished episode is
 scored with :func:`~vlnkit.eval.metrics.continuous_metrics`: geodesic distances come from the
-environment's backend (the same floor the agent walked on), the reference path is the episode's
-ground-truth locations (``{split}_gt.json.gz``) or, without them, its ``reference_path``. Test splits have
+environment's backend (the same floor the agent walked on), the reference path of nDTW and sDTW is the
+episode's ground-truth locations (``{split}_gt.json.gz``, required, as in VLN-CE) or, only with
+``task.ndtw_reference=sparse``, its sparse ``reference_path`` (the report then says so). Test splits have
 no goals: their success-type metrics are ``nan``.
 
 Outputs besides the runner's: the leaderboard submission (R2R-CE ``submission.json``
 ``{episode_id: [{"position", "heading", "stop"}, ...]}``, or RxR-CE ``submission.jsonl`` with
-``instruction_id`` and ``path``), ``report.md`` with the metrics table, and top-down maps
-``maps/<episode_id>.png`` of the first episodes (navigable floor, reference path, predicted path).
+``instruction_id`` and ``path``, the positions that changed, as VLN-CE's writer keeps them),
+``report.md`` with the metrics table, and top-down maps ``maps/<episode_id>.png`` of the first episodes
+(navigable floor, reference path, predicted path).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ TABLE_COLUMNS = (
     ("spl", "SPL (%)", 100.0),
     ("ndtw", "nDTW (%)", 100.0),
     ("sdtw", "sDTW (%)", 100.0),
+    ("cls", "CLS (%)", 100.0),
     ("steps", "steps", 1.0),
     ("collisions", "collisions", 1.0),
 )
@@ -46,6 +49,11 @@ its unit, scale)``. Rates are shown as percentages, as the papers and the street
 
 TABLE_CAPTION = "TL and NE in metres; OSR, SR, SPL, nDTW and sDTW in % (metrics.json holds them as fractions)."
 """The line under the report's table that spells out its units."""
+
+SPARSE_REFERENCE_NOTE = ("nDTW and sDTW are scored against the episodes' sparse reference_path "
+                         "(task.ndtw_reference=sparse), not the ground-truth paths: "
+                         "not comparable to published numbers.")
+"""The report's line for a run scored against the sparse reference."""
 
 
 def continuous_metrics_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
@@ -63,13 +71,21 @@ class ContinuousTask:
     """VLN-CE: positions on a scene's floor, the continuous metrics, R2R-CE/RxR-CE submissions."""
 
     metric_keys = (
-        "success", "spl", "navigation_error", "oracle_success", "ndtw", "sdtw", "path_length", "steps", "collisions",
+        "success", "spl", "navigation_error", "oracle_success", "ndtw", "sdtw", "cls", "path_length", "steps",
+        "collisions",
     )
 
     def resolve_data_dir(self, cfg: DictConfig) -> Path:
-        """``cfg.data_dir``, or the built-in synthetic houses (``task.houses_seed``, ``task.houses_count``)."""
+        """``cfg.data_dir``, or the built-in synthetic houses (``task.houses_seed``, ``task.houses_count``);
+        a task naming a ``release`` (RxR-CE) has no built-in data and needs ``data_dir``."""
         if cfg.data_dir is not None:
             return Path(str(cfg.data_dir)).expanduser()
+        release = cfg.task.get("release")
+        if release is not None:
+            from vlnkit.eval.runner import ConfigError
+
+            raise ConfigError(f"task={cfg.task.name} has no built-in data: set data_dir=PATH (the {release} folder) "
+                              "and scenes_dir=PATH (the scenes root holding mp3d/<scan>/<scan>.glb)")
         from vlnkit.envs.synth.houses import default_houses
 
         return default_houses(seed=int(cfg.task.get("houses_seed", 0)), count=int(cfg.task.get("houses_count", 4)))
@@ -102,6 +118,9 @@ class ContinuousTask:
             max_steps=int(task.max_steps),
             go_toward_point=bool(task.get("go_toward_point", False)),
             max_point_distance=float(task.get("max_point_distance", 5.0)),
+            agent_radius=float(task.get("agent_radius", 0.1)),
+            agent_height=float(task.get("agent_height", 1.5)),
+            ndtw_reference=str(task.get("ndtw_reference", "gt")),
             backend=str(task.get("backend", "mesh")),
         )
         return env.unwrapped
@@ -125,9 +144,7 @@ class ContinuousTask:
         else:
             goal_d = np.full(len(positions), math.nan)
             shortest = math.nan
-        truth = env.ground_truth.get(episode.episode_id)
-        reference = np.array(truth.locations) if truth is not None else (
-            np.array(episode.reference_path) if episode.reference_path else None)
+        reference = env.reference_path(episode)
         per = continuous_metrics([positions], [goal_d], [reference], [shortest], [stopped], [len(actions)], [collisions],
                                  success_distance=env.success_distance)
         return {
@@ -143,8 +160,8 @@ class ContinuousTask:
         """The leaderboard submission, ``report.md`` and the top-down maps."""
         cfg = metrics.get("config", {})
         if cfg.get("task", {}).get("dataset", "r2r") == "rxr":
-            write_rxr_ce_submission([(ep.instruction_id or ep.episode_id, r["trajectory"]) for ep, r in zip(episodes, records)],
-                                    out / "submission.jsonl")
+            write_rxr_ce_submission([(ep.instruction_id or ep.episode_id, changed_positions(r["trajectory"]))
+                                     for ep, r in zip(episodes, records)], out / "submission.jsonl")
         else:
             submission = {}
             for ep, r in zip(episodes, records):
@@ -157,6 +174,16 @@ class ContinuousTask:
         write_continuous_report(out, env, episodes, records, metrics, num_plots=int(cfg.get("num_plots", 4)))
 
 
+def changed_positions(trajectory: Sequence[Sequence[float]]) -> list[Sequence[float]]:
+    """``trajectory`` without consecutive repeats of a position (turns, looks, blocked steps): the path
+    VLN-CE's RxR-CE writer submits."""
+    path = list(trajectory[:1])
+    for position in trajectory[1:]:
+        if list(position) != list(path[-1]):
+            path.append(position)
+    return path
+
+
 def plot_topdown(path: Path, env: VLNCEEnv, episode: VLNCEEpisode, record: Mapping[str, Any]) -> None:
     """Draw one episode on its scene's navigable floor seen from above: the reference path (green),
     the predicted path (red), the start, the goal and its success radius."""
@@ -167,8 +194,9 @@ def plot_topdown(path: Path, env: VLNCEEnv, episode: VLNCEEpisode, record: Mappi
 
     env.backend.load_scene(env.scene_path(episode))
     occupancy, extent = env.backend.topdown_map(float(episode.start_position[1]))
-    truth = env.ground_truth.get(episode.episode_id)
-    reference = np.array(truth.locations if truth is not None else (episode.reference_path or [episode.start_position]))
+    reference = env.reference_path(episode)
+    if reference is None:
+        reference = np.array([episode.start_position])
     pred = np.array(record["trajectory"])
     fig, ax = plt.subplots(figsize=(6, 6))
     ax.imshow(np.where(occupancy, 0.93, 0.35), cmap="gray", vmin=0.0, vmax=1.0, origin="upper",
@@ -201,6 +229,8 @@ def write_continuous_report(out: Path, env: VLNCEEnv, episodes: Sequence[VLNCEEp
     cfg = metrics.get("config", {})
     name = f"{cfg.get('agent', {}).get('name', 'agent')} on {cfg.get('task', {}).get('name', 'task')}/{cfg.get('split', '')}"
     lines = [f"# Evaluation: {name}", "", continuous_metrics_table({name: metrics}), "", TABLE_CAPTION, ""]
+    if env.ndtw_reference == "sparse":
+        lines += [SPARSE_REFERENCE_NOTE, ""]
     shown = min(num_plots, len(records))
     if shown:
         (out / "maps").mkdir(exist_ok=True)

@@ -1,24 +1,27 @@
 """The VLN-CE Gymnasium environment, ``vlnkit/VLNCE-v0``: follow an instruction through a 3-D scene.
 
 Defaults are R2R-CE's: actions ``STOP=0``, ``MOVE_FORWARD=1`` (0.25 m), ``TURN_LEFT=2``, ``TURN_RIGHT=3``
-(15 degrees), sliding along walls, RGB 224x224 and depth 256x256 (HFOV 90, mounted 1.25 m up), success
-within 3.0 m, at most 500 steps. RxR-CE's settings come by arguments (``turn_angle=30``,
-``look_angle=30`` adds ``LOOK_UP=4``/``LOOK_DOWN=5``, ``rgb_size=(640, 480)``, ``rgb_hfov=79``,
-``sliding=False``); see ``configs/task/rxr_ce.yaml``.
+(15 degrees), sliding along walls, RGB 224x224 and depth 256x256 (HFOV 90, mounted 1.25 m up), an agent
+0.1 m in radius and 1.5 m tall, success within 3.0 m, at most 500 steps. RxR-CE's settings (the RxR-Habitat
+challenge's) come by arguments: ``turn_angle=30``, ``look_angle=30`` (adds ``LOOK_UP=4``/``LOOK_DOWN=5``),
+``sliding=False``, RGB and depth ``640x480`` HFOV 79, depth over 0.5-5 m, cameras at 0.88 m, an agent
+0.18 m in radius and 0.88 m tall; see ``configs/task/rxr_ce.yaml``.
 
 Observations are a ``Dict`` of fresh arrays:
 
 - ``instruction``: the instruction text (``Text``);
-- ``rgb`` ``(H, W, 3) uint8``, ``depth`` ``(H, W, 1) float32`` (normalised to [0, 1] over 0-10 m as
-  Habitat does by default), and with ``semantic=True`` ``semantic`` ``(H, W) uint32`` object ids;
+- ``rgb`` ``(H, W, 3) uint8``, ``depth`` ``(H, W, 1) float32`` (clipped to ``depth_range``, 0-10 m by
+  default, and normalised to [0, 1] as ``(d - min) / (max - min)``, as Habitat does), and with
+  ``semantic=True`` ``semantic`` ``(H, W) uint32`` object ids;
 - ``heading``: the agent's heading in radians, ``(1,)`` (habitat-lab's ``HeadingSensor``);
 - with ``panorama=True``: ``panorama_rgb`` ``(12, H, W, 3)``, ``panorama_depth`` ``(12, H, W, 1)`` and
   ``panorama_semantic`` ``(12, H, W)``, view ``k`` turned ``30 k`` degrees to the agent's left.
 
 With ``go_toward_point=True`` the action space is a ``Dict`` of ``action`` (the discrete actions plus
 ``GO_TOWARD_POINT``, the last id), ``distance`` (metres) and ``angle`` (radians, left positive, relative
-to the heading): the agent turns to the angle and walks up to the distance, stopping at a collision.
-``step`` also takes a plain action id.
+to the heading): the agent turns to the angle and walks up to the distance, sliding along walls when
+``sliding`` is on (as VLN-CE's does) and otherwise stopping at a collision. ``step`` also takes a plain
+action id.
 
 ``info`` holds ``episode_id``, ``scene_id``, ``position`` ``[x, y, z]``, ``heading``, ``collided`` (the last
 motion was blocked) and ``collisions`` (count so far) and, unless ``guidance=False``, the privileged
@@ -36,6 +39,11 @@ and its distance. The vertical band is habitat-sim's ``is_navigable`` default (`
 the horizontal metre absorbs the difference between habitat-sim's navmesh, on which R2R-CE positions
 were recorded, and this package's floor grid (eroded by the agent radius), while any position truly off
 the map is refused.
+
+nDTW and sDTW are scored against :meth:`VLNCEEnv.reference_path`: with ``ndtw_reference="gt"`` (the
+default, as VLN-CE) the dense ground-truth locations of ``{split}_gt.json.gz``, which must then exist and
+cover every episode with goals (the environment refuses to start otherwise, naming the file); with
+``"sparse"`` the episodes' own sparse ``reference_path``, which scores even a perfect agent far below 1.
 """
 
 from __future__ import annotations
@@ -61,8 +69,9 @@ from vlnkit.envs.datasets import (
     VLNCEGroundTruth,
     list_vlnce_splits,
     read_vlnce_gt,
+    default_scenes_dir,
     read_vlnce_split,
-    resolve_scene_path,
+    resolve_scene_files,
     vlnce_gt_path,
     vlnce_split_path,
 )
@@ -70,15 +79,27 @@ from vlnkit.envs.datasets import (
 STOP, MOVE_FORWARD, TURN_LEFT, TURN_RIGHT, LOOK_UP, LOOK_DOWN = 0, 1, 2, 3, 4, 5
 ACTION_NAMES = ("stop", "move_forward", "turn_left", "turn_right", "look_up", "look_down")
 PANORAMA_VIEWS = 12
+NDTW_REFERENCES = ("gt", "sparse")
+"""What nDTW can be scored against: the ground-truth file's dense path, or the episode's sparse one."""
 FLOOR_TOLERANCE_M = (1.0, 0.5)
 """How far (metres, horizontally and vertically) an episode's start or goal may lie from the nearest
 navigable point of its scene (see the module docstring)."""
 
 
-def default_scenes_dir(data_dir: Path) -> Path:
-    """Where scenes are looked for when no scenes root is given: ``<data_dir>/scenes`` (the layout of the
-    synthetic houses), else ``data_dir`` itself."""
-    return data_dir / "scenes" if (data_dir / "scenes").is_dir() else data_dir
+def _check_ground_truth(gt_path: Path, episodes: Sequence[VLNCEEpisode],
+                        ground_truth: Mapping[str, VLNCEGroundTruth] | None) -> None:
+    """Refuse a split whose episodes with goals lack ground-truth paths (the file ``gt_path`` is missing, or
+    has no entry for one of them): nDTW would otherwise be scored against another reference."""
+    hint = ("nDTW and sDTW are scored against its paths, as in VLN-CE; set task.ndtw_reference=sparse "
+            "(ndtw_reference='sparse') to score against the episodes' sparse reference_path instead")
+    if ground_truth is None:
+        if any(ep.goals for ep in episodes):
+            raise DatasetFormatError(gt_path, None, None, f"ground-truth file not found; {hint}")
+        return
+    for ep in episodes:
+        if ep.goals and ep.episode_id not in ground_truth:
+            raise DatasetFormatError(gt_path, None, ep.episode_id,
+                                     f"no ground truth for episode {ep.episode_id!r}; {hint}")
 
 
 class VLNCEEnv(gymnasium.Env):
@@ -103,7 +124,8 @@ class VLNCEEnv(gymnasium.Env):
         success_distance: SR's threshold in metres; max_steps: the step limit (truncation).
         guidance: put ``distance_to_goal`` and ``oracle_action`` in ``info``.
         oracle_stop_distance: the follower stops within this geodesic distance of the goal.
-        agent_radius, agent_height: the agent's body.
+        agent_radius, agent_height: the agent's body (the navigable floor is computed for this cylinder).
+        ndtw_reference: ``"gt"`` or ``"sparse"``, what :meth:`reference_path` returns (module docstring).
         backend: ``"mesh"`` (built in), ``"habitat"`` (habitat-sim) or a ready backend.
         episodes, ground_truth: pass these (with ``scenes_dir``) instead of ``data_dir``.
     """
@@ -140,10 +162,14 @@ class VLNCEEnv(gymnasium.Env):
         oracle_stop_distance: float = 0.5,
         agent_radius: float = 0.1,
         agent_height: float = 1.5,
+        ndtw_reference: str = "gt",
         backend: str | SimulatorBackend = "mesh",
         episodes: Sequence[VLNCEEpisode] | None = None,
         ground_truth: Mapping[str, VLNCEGroundTruth] | None = None,
     ) -> None:
+        if ndtw_reference not in NDTW_REFERENCES:
+            raise ValueError(f"ndtw_reference (task.ndtw_reference) must be 'gt' or 'sparse', got {ndtw_reference!r}")
+        self.ndtw_reference = ndtw_reference
         if episodes is None:
             if data_dir is None:
                 from vlnkit.envs.synth.houses import default_houses
@@ -158,6 +184,8 @@ class VLNCEEnv(gymnasium.Env):
             gt_path = vlnce_gt_path(data_dir, split, split_suffix)
             if ground_truth is None and gt_path.is_file():
                 ground_truth = read_vlnce_gt(gt_path)
+            if ndtw_reference == "gt":
+                _check_ground_truth(gt_path, episodes, ground_truth)
             self.split_path: Path | None = path
         else:
             self.split_path = None
@@ -218,20 +246,11 @@ class VLNCEEnv(gymnasium.Env):
 
     # ------------------------------------------------------------------ construction
     def _resolve_scenes(self) -> dict[str, Path]:
-        """Scene file per scene id; a missing file or an escaping id is an error naming the episode."""
-        paths: dict[str, Path] = {}
-        where = self.split_path or Path("<episodes>")
-        for index, ep in enumerate(self.episodes):
-            if ep.scene_id in paths:
-                continue
-            try:
-                path = resolve_scene_path(self.scenes_dir, ep.scene_id)
-            except ValueError as err:
-                raise DatasetFormatError(where, None, f"episodes[{index}].scene_id", f"episode {ep.episode_id!r}: {err}") from None
-            if not path.is_file():
-                raise DatasetFormatError(where, None, f"episodes[{index}].scene_id",
-                                         f"episode {ep.episode_id!r}: scene file {path} not found under the scenes root {self.scenes_dir}")
-            paths[ep.scene_id] = path
+        """Scene file per scene id; a missing or unreadable file or an escaping id is an error naming the
+        episode (the check ``vlnkit data check`` runs too)."""
+        paths, errors = resolve_scene_files(self.split_path or Path("<episodes>"), self.episodes, self.scenes_dir)
+        if errors:
+            raise errors[0]
         return paths
 
     def _make_backend(self, backend: str | SimulatorBackend, agent: AgentSpec) -> SimulatorBackend:
@@ -362,7 +381,7 @@ class VLNCEEnv(gymnasium.Env):
             self._pitch = max(self._pitch - self.look, -math.pi / 2)
         elif kind == self.go_toward_point_id:
             self._yaw = wrap_angle(self._yaw + angle)
-            self._move(position, self._yaw, min(max(distance, 0.0), self.max_point_distance), sliding=False)
+            self._move(position, self._yaw, min(max(distance, 0.0), self.max_point_distance), self.sliding)
         self._steps += 1
         terminated = kind == STOP
         truncated = not terminated and self._steps >= self.max_steps
@@ -406,6 +425,19 @@ class VLNCEEnv(gymnasium.Env):
         if position is None:
             position = self.backend.get_agent_state().position
         return float(self.backend.geodesic_distance(position, self._goals))
+
+    def reference_path(self, episode: VLNCEEpisode) -> np.ndarray | None:
+        """The path ``(R, 3)`` nDTW and sDTW score ``episode`` against: its ground-truth locations, or with
+        ``ndtw_reference="sparse"`` its ``reference_path``; ``None`` when it has none (test splits)."""
+        if self.ndtw_reference == "sparse":
+            return np.array(episode.reference_path) if episode.reference_path else None
+        truth = self.ground_truth.get(episode.episode_id)
+        if truth is not None:
+            return np.array(truth.locations)
+        if episode.goals:
+            raise ValueError(f"episode {episode.episode_id!r} has no ground-truth path to score nDTW against: pass "
+                             "ground_truth= or ndtw_reference='sparse'")
+        return None
 
     def oracle_action(self) -> int:
         """The shortest-path follower's next action from the current state (STOP without goals)."""
