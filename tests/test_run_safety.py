@@ -156,3 +156,17 @@ def test_a_broken_submission_is_refused_naming_the_line(release, tmp_path, capsy
     unknown.write_text(json.dumps({"route_id": 11, "route_panoids": ["n0_0", "nowhere"]}) + "\n")
     with pytest.raises(ValueError, match=r"unknown.jsonl:1: field 'route_panoids': panoids not in the graph"):
         score_submission(unknown, ["task=touchdown", f"data_dir={release}"])
+
+
+def test_a_continuous_submission_scores_exactly_as_its_run(houses, tmp_path):
+    common = ["task=synth_houses", f"data_dir={houses}", "split=val_unseen"]
+    out = tmp_path / "run"
+    metrics = evaluate(load_config("eval", [*common, "agent=forward_blocked", f"out={out}", "progress=false", "limit=3"]))
+    scored = score_submission(out / "submission.json", [*common, "limit=3"])
+    assert scored["unscored"] == ["steps", "collisions"]
+    for key in ("success", "spl", "navigation_error", "oracle_success", "ndtw", "sdtw", "cls", "path_length"):
+        assert scored[key] == pytest.approx(metrics[key], nan_ok=True)
+    with pytest.raises(ValueError, match="entries are not episodes of the split"):
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps({"no-such-episode": [{"position": [0, 0, 0], "heading": 0, "stop": True}]}))
+        score_submission(bad, [*common, "limit=3"])

@@ -16,6 +16,7 @@ Outputs besides the runner's: the leaderboard submission (R2R-CE ``submission.js
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,8 +27,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from vlnkit.envs.continuous import ENV_ID
-from vlnkit.envs.continuous.env import STOP, VLNCEEnv
-from vlnkit.envs.datasets import VLNCEEpisode, write_r2r_ce_submission, write_rxr_ce_submission
+from vlnkit.envs.continuous.env import MOVE_FORWARD, STOP, VLNCEEnv
+from vlnkit.envs.datasets import DatasetFormatError, VLNCEEpisode, write_r2r_ce_submission, write_rxr_ce_submission
 from vlnkit.eval.metrics import continuous_metrics
 from vlnkit.eval.report import metrics_table
 
@@ -60,6 +61,14 @@ def continuous_metrics_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
     """A Markdown table of continuous-task metrics, one row per named run, in the units of
     :data:`TABLE_COLUMNS` (each header names its unit)."""
     return metrics_table(rows, TABLE_COLUMNS)
+
+
+def _json_row(path: Path, line: int | None, text: str) -> Any:
+    """Parse one JSON document of a submission, or raise :class:`DatasetFormatError` naming it."""
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise DatasetFormatError(path, line, None, f"not JSON ({err})") from None
 
 
 def _scenes_dir(cfg: DictConfig) -> str | None:
@@ -128,6 +137,48 @@ class ContinuousTask:
     def episodes(self, env: VLNCEEnv) -> Sequence[VLNCEEpisode]:
         """The environment's episodes."""
         return env.episodes
+
+    unscored_keys = ("steps", "collisions")
+    """Metrics a submission file cannot give (it holds positions, not actions or collisions)."""
+
+    def submission_traces(self, path: Path, env: VLNCEEnv,
+                          episodes: Sequence[VLNCEEpisode]) -> dict[str, tuple[list[dict[str, Any]], list[int]]]:
+        """Read an R2R-CE submission (``{episode_id: [{"position", "heading", "stop"}, ...]}``) or an RxR-CE
+        one (JSON lines ``{"instruction_id", "path"}``, the agent taken as stopped at the path's end) into
+        each episode's trace and its STOP, by episode id. Unknown and missing episodes are errors."""
+        rxr = path.suffix == ".jsonl"
+        if rxr:
+            rows = {}
+            for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+                if text.strip():
+                    row = _json_row(path, number, text)
+                    if "instruction_id" not in row or "path" not in row:
+                        raise DatasetFormatError(path, number, "instruction_id", "expected instruction_id and path")
+                    if str(row["instruction_id"]) in rows:
+                        raise DatasetFormatError(path, number, "instruction_id", f"{row['instruction_id']!r} again")
+                    rows[str(row["instruction_id"])] = [{"position": p, "heading": 0.0, "stop": True} for p in row["path"]]
+            by_key = {str(ep.instruction_id or ep.episode_id): ep.episode_id for ep in episodes}
+        else:
+            rows = _json_row(path, None, path.read_text(encoding="utf-8"))
+            by_key = {ep.episode_id: ep.episode_id for ep in episodes}
+        unknown = [key for key in rows if key not in by_key]
+        if unknown:
+            raise DatasetFormatError(path, None, None, f"{len(unknown)} entries are not episodes of the split, e.g. {unknown[:3]}")
+        traces = {}
+        for key, steps in rows.items():
+            if not isinstance(steps, list) or not steps or not all(
+                    isinstance(s, dict) and isinstance(s.get("position"), list) and len(s["position"]) == 3 for s in steps):
+                raise DatasetFormatError(path, None, str(key), "expected a non-empty list of steps with 3-number positions")
+            trace = [{"position": [float(x) for x in s["position"]], "heading": float(s.get("heading", 0.0)),
+                      "collided": False} for s in steps]
+            stopped = bool(steps[-1].get("stop"))
+            actions = [MOVE_FORWARD] * (len(trace) - 1 - stopped) + [STOP] * stopped
+            traces[by_key[key]] = (trace, actions)
+        missing = [ep.episode_id for ep in episodes if ep.episode_id not in traces]
+        if missing:
+            raise DatasetFormatError(path, None, None, f"{len(missing)} of {len(episodes)} episodes of the split have "
+                                     f"no entry, e.g. {missing[:3]}")
+        return traces
 
     def trace(self, info: dict[str, Any]) -> dict[str, Any]:
         """The agent's position, heading and whether the step's motion was blocked."""

@@ -39,7 +39,10 @@ def score_submission(submission: str | Path, overrides: Sequence[str] = ()) -> d
     if cfg.limit is not None:
         episodes = episodes[: int(cfg.limit)]
     traces = task.submission_traces(path, env, episodes)
-    records = [task.finish(env, ep, *traces[ep.episode_id]) for ep in episodes]
+    records = []
+    for ep in episodes:
+        env.reset(seed=0, options={"episode_id": ep.episode_id})  # loads the episode's scene and goals
+        records.append(task.finish(env, ep, *traces[ep.episode_id]))
     keys = [k for k in task.metric_keys if k not in task.unscored_keys]
     metrics: dict[str, Any] = aggregate({k: np.array([r["metrics"][k] for r in records], dtype=np.float64)
                                          for k in keys})
