@@ -94,7 +94,9 @@ def test_eval_help_lists_groups_with_choices_and_keys(capsys):
     with pytest.raises(SystemExit):
         main(["eval", "--help"])
     text = capsys.readouterr().out
-    assert "agent=forward|forward_blocked|" in text and "(default oracle)" in text
+    agent_line = next(line for line in text.splitlines() if line.strip().startswith("agent="))
+    assert {"oracle", "gold", "modular", "forward_blocked", "custom"} <= set(agent_line.split()[0][6:].split("|"))
+    assert "(default oracle)" in agent_line
     assert "task=map2seq|rxr_ce|synth_city|synth_houses|touchdown|vlnce" in text
     assert "limit=null   evaluate only the first N episodes of the split" in text
     assert "allow_failed=false" in text
