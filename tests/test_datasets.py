@@ -371,6 +371,35 @@ def test_skip_does_not_hide_malformed_records(tmp_path: Path, graph: StreetGraph
     assert (info.value.line, info.value.field) == (2, "start_heading")
 
 
+@pytest.mark.parametrize(
+    ("records", "field", "earlier"),
+    [
+        ([touchdown_record(1), touchdown_record(5), map2seq_record(2), touchdown_record(5)], "route_id",
+         "the Touchdown 'route_id' on line 2"),
+        # VELMA's merged files: a Touchdown route_id equal to a Map2Seq id, even spelt as a string.
+        ([touchdown_record(1), map2seq_record(5), touchdown_record(3), touchdown_record("5")], "route_id",
+         "the Map2Seq 'id' on line 2"),
+        ([map2seq_record(1), touchdown_record(5), map2seq_record(2), map2seq_record(5)], "id",
+         "the Touchdown 'route_id' on line 2"),
+    ],
+)
+def test_colliding_episode_ids_are_refused(tmp_path: Path, records: list, field: str, earlier: str) -> None:
+    path = write_lines(tmp_path / "merged.json", records)
+    with pytest.raises(DatasetFormatError) as info:
+        read_episodes(path)
+    assert (info.value.path, info.value.line, info.value.field) == (path, 4, field)
+    assert f"duplicate episode id '5', already used by {earlier}" in str(info.value)
+
+
+def test_colliding_ids_are_refused_even_when_skipping_routes(tmp_path: Path, graph: StreetGraph) -> None:
+    # The first record is skipped for its route, but its id still collides with the second's.
+    records = [touchdown_record(5, route=["A", "Q"]), map2seq_record(5)]
+    path = write_lines(tmp_path / "dev.json", records)
+    with pytest.raises(DatasetFormatError, match="duplicate episode id '5'") as info:
+        read_episodes(path, graph, on_invalid_route="skip")
+    assert info.value.line == 2
+
+
 def test_bad_options_raise(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "dev.json", [touchdown_record(1)])
     with pytest.raises(ValueError, match="on_invalid_route"):
@@ -437,9 +466,9 @@ def test_check_release_collects_problems(tmp_path: Path) -> None:
     assert summary["ok"] is False
     assert (summary["nodes"], summary["links"]) == (None, None)
     assert summary["episodes"] == {"dev": 1, "test": 1}  # no graph to check routes against
+    assert summary["other_kinds"] == {"dev": 1, "test": 0}  # the Map2Seq line of the mixed file is fine
     assert summary["problems"][0].startswith(f"{nodes}:3: field 'panoid': duplicate node 'A'")
-    assert [p.split(": ")[0] for p in summary["problems"][1:]] == [f"{dev}:2", f"{dev}:3", f"{dev}:4"]
-    assert "task 'touchdown'" in summary["problems"][2]
+    assert [p.split(": ")[0] for p in summary["problems"][1:]] == [f"{dev}:2", f"{dev}:4"]
     json.dumps(summary)
 
 
@@ -463,6 +492,44 @@ def test_check_release_missing_pieces(tmp_path: Path) -> None:
         f"{tmp_path / 'graph' / 'nodes.txt'}: file not found",
         f"{tmp_path / 'data'}: no <split>.json episode files found",
     ]
+
+
+def test_check_release_reads_mixed_files_as_eval_does(tmp_path: Path) -> None:
+    make_release(tmp_path)
+    write_lines(tmp_path / "data" / "dev.json", [touchdown_record(1), map2seq_record(2), touchdown_record(3)])
+    write_lines(tmp_path / "data" / "test.json", [map2seq_record(4)])
+    touchdown = check_street_release("touchdown", tmp_path)
+    assert touchdown["episodes"] == {"dev": 2, "test": 0} and touchdown["other_kinds"] == {"dev": 1, "test": 1}
+    # Eval of Touchdown keeps only Touchdown records, so the Map2Seq-only test split has nothing to run.
+    assert touchdown["problems"] == [f"{tmp_path / 'data' / 'test.json'}: no Touchdown episodes to evaluate "
+                                     "(1 records of the other layout, 0 skipped for invalid routes)"]
+    map2seq = check_street_release("map2seq", tmp_path)
+    assert map2seq["ok"] is True and map2seq["episodes"] == {"dev": 1, "test": 1}
+
+
+def test_check_release_reports_colliding_ids(tmp_path: Path) -> None:
+    make_release(tmp_path)
+    dev = write_lines(tmp_path / "data" / "dev.json", [touchdown_record(3), map2seq_record(3), map2seq_record(4)])
+    summary = check_street_release("map2seq", tmp_path)
+    assert summary["ok"] is False and summary["episodes"] == {"dev": 1}
+    assert len(summary["problems"]) == 1
+    assert summary["problems"][0].startswith(f"{dev}:2: field 'id': duplicate episode id '3', already used by "
+                                             "the Touchdown 'route_id' on line 1")
+
+
+def test_check_passes_the_synthetic_city(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Its files mix Touchdown and Map2Seq records, which eval reads: ``vlnkit data check`` must agree."""
+    from vlnkit.cli import main
+    from vlnkit.envs.synth import generate_city
+
+    made = generate_city(tmp_path, seed=0, size="small")
+    for task in ("touchdown", "map2seq"):
+        summary = check_street_release(task, tmp_path)
+        assert summary["problems"] == [] and summary["ok"] is True
+        assert sum(summary["episodes"].values()) == made["kinds"][task]
+        assert sum(summary["episodes"].values()) + sum(summary["other_kinds"].values()) == 500
+    assert main(["data", "check", "task=touchdown", f"data_dir={tmp_path}"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
 
 
 def test_check_release_caps_problems_per_file(tmp_path: Path) -> None:
@@ -516,6 +583,7 @@ def test_check_sample_release(touchdown_sample: Path) -> None:
         "nodes": 1945,
         "links": 3878,
         "episodes": {"dev": 40},
+        "other_kinds": {"dev": 0},
         "skipped": {"dev": 0},
         "problems": [],
         "ok": True,

@@ -3,6 +3,7 @@
 import copy
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 from conftest import shared_sample
@@ -76,9 +77,12 @@ def test_real_sample_round_trips(tmp_path):
 
 def test_real_sample_check_without_and_with_scenes():
     root = shared_sample("r2r_ce_sample")
+    # The sample ships no scenes: eval would look for them in the release folder itself, and fail.
     summary = check_vlnce_release(root)
-    assert summary["ok"] and summary["episodes"] == {"val_unseen": 20} and summary["gt"] == {"val_unseen": 20}
-    assert summary["scenes_referenced"] == 5 and summary["scenes_missing"] is None
+    assert summary["episodes"] == {"val_unseen": 20} and summary["gt"] == {"val_unseen": 20}
+    assert summary["scenes_dir"] == str(root) and summary["scenes_referenced"] == 5
+    assert not summary["ok"] and len(summary["scenes_missing"]) == 5 and len(summary["problems"]) == 5
+    assert "mp3d/zsNo4HB9uLZ/zsNo4HB9uLZ.glb" in summary["scenes_missing"]
     missing = check_vlnce_release(root, shared_sample("test_scenes"))
     assert not missing["ok"] and len(missing["scenes_missing"]) == 5
 
@@ -152,16 +156,34 @@ def test_file_level_errors(tmp_path):
 def test_scene_ids_may_not_escape_the_root(tmp_path):
     root = tmp_path / "scenes"
     root.mkdir()
-    assert resolve_scene_path(root, "mp3d/a/a.glb") == (root / "mp3d/a/a.glb").resolve()
+    assert resolve_scene_path(root, "mp3d/a/a.glb") == root / "mp3d" / "a" / "a.glb"
+    assert resolve_scene_path(root, "mp3d/./b/../a/a.glb") == root / "mp3d" / "a" / "a.glb"
     with pytest.raises(ValueError, match="escapes"):
         resolve_scene_path(root, "../secret.glb")
+    with pytest.raises(ValueError, match="escapes"):
+        resolve_scene_path(root, "mp3d/../../secret.glb")
     with pytest.raises(ValueError, match="absolute"):
         resolve_scene_path(root, "/etc/passwd")
-    outside = tmp_path / "elsewhere"
-    outside.mkdir()
-    (root / "link").symlink_to(outside)
+    with pytest.raises(ValueError, match="absolute"):
+        resolve_scene_path(root, str(tmp_path / "elsewhere" / "x.glb"))
+
+
+def test_symlinked_scene_folder_is_followed(tmp_path):
+    """Habitat's usual layout: ``scenes/mp3d`` is a link the user made to a big disk elsewhere."""
+    disk = tmp_path / "big" / "disk" / "mp3d"
+    (disk / "abc").mkdir(parents=True)
+    (disk / "abc" / "abc.glb").write_bytes(b"glb")
+    root = tmp_path / "release" / "scenes"
+    root.mkdir(parents=True)
+    (root / "mp3d").symlink_to(disk, target_is_directory=True)
+    path = resolve_scene_path(root, "mp3d/abc/abc.glb")
+    assert path == root / "mp3d" / "abc" / "abc.glb" and path.read_bytes() == b"glb"
+    # Climbing out through the link is still an escape of the root as written.
     with pytest.raises(ValueError, match="escapes"):
-        resolve_scene_path(root, "link/x.glb")
+        resolve_scene_path(root, "mp3d/../../disk/mp3d/abc/abc.glb")
+    split_file(tmp_path / "release", [EPISODE])
+    summary = check_vlnce_release(tmp_path / "release")
+    assert summary["scenes_dir"] == str(root) and summary["scenes_missing"] == [] and summary["ok"]
 
 
 def test_check_collects_problems(tmp_path):
@@ -180,8 +202,56 @@ def test_check_collects_problems(tmp_path):
     (scenes / "mp3d" / "abc" / "abc.glb").write_bytes(b"")
     summary = check_vlnce_release(tmp_path, scenes)
     assert summary["episodes"] == {"train": 2} and summary["gt"] == {"train": 2}
-    assert summary["scenes_referenced"] == 2 and summary["scenes_missing"] == []
+    assert summary["scenes_referenced"] == 2 and summary["scenes_missing"] == ["../../outside.glb"]
     text = "\n".join(summary["problems"])
     assert "episodes[1].start_rotation" in text and "escapes" in text and "not in train.json.gz" in text
     assert not summary["ok"]
     assert list_vlnce_splits(tmp_path) == ["train"]
+
+
+def test_check_reports_missing_and_unreadable_scenes(tmp_path, monkeypatch):
+    episodes = []
+    for n, scene in enumerate(["mp3d/abc/abc.glb", "mp3d/gone/gone.glb", "mp3d/dir/dir.glb", "mp3d/locked/locked.glb"]):
+        episodes.append({**copy.deepcopy(EPISODE), "episode_id": n, "scene_id": scene})
+    episodes.append({**copy.deepcopy(EPISODE), "episode_id": 9, "scene_id": "mp3d/gone/gone.glb"})
+    path = split_file(tmp_path, episodes)
+    scenes = tmp_path / "scenes"  # the default scenes root: <data_dir>/scenes
+    for name in ("abc", "locked"):
+        (scenes / "mp3d" / name).mkdir(parents=True)
+        (scenes / "mp3d" / name / f"{name}.glb").write_bytes(b"glb")
+    (scenes / "mp3d" / "dir" / "dir.glb").mkdir(parents=True)
+    locked = scenes / "mp3d" / "locked" / "locked.glb"
+    real_open = Path.open
+
+    def refuse_locked(self, *args, **kwargs):
+        if self == locked:
+            raise PermissionError(13, "Permission denied")
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse_locked)  # as root a chmod would not stop the read
+    summary = check_vlnce_release(tmp_path)
+    assert summary["scenes_dir"] == str(scenes) and summary["scenes_referenced"] == 4
+    assert summary["scenes_missing"] == ["mp3d/dir/dir.glb", "mp3d/gone/gone.glb", "mp3d/locked/locked.glb"]
+    assert not summary["ok"]
+    assert summary["problems"] == [
+        f"{path}: field 'episodes[1].scene_id': episode '1': scene file {scenes / 'mp3d/gone/gone.glb'} "
+        f"not found under the scenes root {scenes}",
+        f"{path}: field 'episodes[2].scene_id': episode '2': scene path {scenes / 'mp3d/dir/dir.glb'} "
+        f"under the scenes root {scenes} is not a file",
+        f"{path}: field 'episodes[3].scene_id': episode '3': scene file {locked} is not readable (Permission denied)",
+    ]
+
+
+def test_check_and_env_refuse_the_same_scene(tmp_path):
+    from vlnkit.envs.continuous.env import VLNCEEnv
+    from vlnkit.envs.datasets import check_scene_file
+
+    scenes = tmp_path / "scenes"
+    (scenes / "mp3d" / "abc" / "abc.glb").mkdir(parents=True)  # a folder where the scene file should be
+    split = read_vlnce_split(split_file(tmp_path, [EPISODE]))
+    with pytest.raises(ValueError, match="is not a file"):
+        check_scene_file(scenes, EPISODE["scene_id"])
+    with pytest.raises(DatasetFormatError, match="is not a file") as err:
+        VLNCEEnv(episodes=split.episodes, scenes_dir=scenes)
+    assert err.value.field == "episodes[0].scene_id"
+    assert str(err.value).split(": ", 1)[1] in check_vlnce_release(tmp_path)["problems"][0]

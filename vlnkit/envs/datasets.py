@@ -401,9 +401,13 @@ def _parse_episodes(
     link_keys = _link_keys(graph) if graph is not None else None
     result = EpisodeReadResult(episodes=[])
     errors: list[DatasetFormatError] = []
+    first_use: dict[str, tuple[int, str]] = {}
     for line, text in enumerate(lines, start=1):
         try:
             episode = _parse_episode_line(path, line, text, task)
+            if episode.episode_id in first_use:
+                raise _duplicate_id_error(path, line, episode, *first_use[episode.episode_id])
+            first_use[episode.episode_id] = (line, episode.kind)
             route_error = None if graph is None else _route_error(path, line, episode.route, graph, link_keys)
             if route_error is not None and on_invalid_route == "error":
                 raise route_error
@@ -417,6 +421,21 @@ def _parse_episodes(
         else:
             result.episodes.append(episode)
     return result, errors
+
+
+def _duplicate_id_error(path: Path, line: int, episode: StreetEpisode, first_line: int,
+                        first_kind: str) -> DatasetFormatError:
+    """The error for ``episode`` on ``line`` reusing the id of the earlier record on ``first_line``.
+
+    Touchdown's ``route_id`` and Map2Seq's ``id`` share one namespace: results and submissions are keyed
+    by the episode id, so a repeat would drop one episode and run the other twice.
+    """
+    return DatasetFormatError(
+        path, line, _ID_KEYS[episode.kind],
+        f"duplicate episode id {episode.episode_id!r}, already used by the {_KIND_NAMES[first_kind]} "
+        f"'{_ID_KEYS[first_kind]}' on line {first_line} (episode ids must be unique across Touchdown "
+        "route_id and Map2Seq id)",
+    )
 
 
 def _link_keys(graph: StreetGraph) -> set[int]:
@@ -448,6 +467,7 @@ def _route_error(
 
 
 _KIND_NAMES = {"touchdown": "Touchdown", "map2seq": "Map2Seq"}
+_ID_KEYS = {"touchdown": "route_id", "map2seq": "id"}
 
 
 def _parse_episode_line(path: Path, line: int, text: str, task: str | None) -> StreetEpisode:
@@ -555,14 +575,19 @@ def load_street_split(
 def check_street_release(
     task: StreetTask | None, data_dir: str | Path, on_invalid_route: OnInvalidRoute = "error"
 ) -> dict[str, Any]:
-    """Validate a whole street release folder and summarise it as JSON-able data.
+    """Validate a whole street release folder as ``vlnkit eval`` reads it, and summarise it as JSON-able data.
 
-    Problems are collected rather than raised: a graph that cannot be read is one problem (its
+    Every split is read by the same reader the environment loads it with (:func:`read_graph`, then the
+    episode parser of :func:`read_episodes` with no kind restriction, so VELMA's mixed files pass), but
+    problems are collected rather than raised: a graph that cannot be read is one problem (its
     ``nodes``/``links`` are then ``None`` and episodes are checked without it), and every malformed
     episode line of every split is another, up to ``MAX_PROBLEMS_PER_FILE`` per file plus a count of
     the rest. Routes invalid in the graph are problems, or with ``on_invalid_route="skip"`` are counted
-    under ``skipped`` as a loader in that mode would leave them out. ``ok`` is true when there is no
-    problem.
+    under ``skipped`` as a loader in that mode would leave them out. ``episodes`` counts the records of
+    ``task``'s layout per split (all records when ``task`` is ``None``), those eval runs by default
+    (``task.episode_kinds=task``); ``other_kinds`` counts the valid records of the other layout, run
+    only with ``task.episode_kinds=all``. A split left with no episode to evaluate is a problem too.
+    ``ok`` is true when there is no problem.
     """
     _check_options(task, on_invalid_route)
     root = Path(data_dir)
@@ -573,6 +598,7 @@ def check_street_release(
         "nodes": None,
         "links": None,
         "episodes": {},
+        "other_kinds": {},
         "skipped": {},
         "problems": problems,
         "ok": False,
@@ -589,15 +615,21 @@ def check_street_release(
     for split in splits:
         path = street_split_path(root, split)
         try:
-            result, errors = _parse_episodes(path, graph, task, on_invalid_route, collect=True)
+            result, errors = _parse_episodes(path, graph, None, on_invalid_route, collect=True)
         except DatasetFormatError as err:
             problems.append(str(err))
             continue
-        summary["episodes"][split] = len(result.episodes)
+        kept = sum(1 for ep in result.episodes if task is None or ep.kind == task)
+        summary["episodes"][split] = kept
+        summary["other_kinds"][split] = len(result.episodes) - kept
         summary["skipped"][split] = len(result.skipped)
         problems.extend(str(err) for err in errors[:MAX_PROBLEMS_PER_FILE])
         if len(errors) > MAX_PROBLEMS_PER_FILE:
             problems.append(f"{path}: {len(errors) - MAX_PROBLEMS_PER_FILE} more malformed lines not listed")
+        if not kept and not errors:
+            kind = "" if task is None else f"{_KIND_NAMES[task]} "
+            problems.append(f"{path}: no {kind}episodes to evaluate ({len(result.episodes)} records of the other "
+                            f"layout, {len(result.skipped)} skipped for invalid routes)")
     summary["ok"] = not problems
     return summary
 
@@ -973,39 +1005,88 @@ def write_vlnce_gt(ground_truth: dict[str, VLNCEGroundTruth], path: str | Path) 
     _write_json_gz(Path(path), {key: gt.to_record() for key, gt in ground_truth.items()})
 
 
+def default_scenes_dir(data_dir: Path) -> Path:
+    """Where scenes are looked for when no scenes root is given: ``<data_dir>/scenes`` (the layout of the
+    synthetic houses), else ``data_dir`` itself."""
+    return data_dir / "scenes" if (data_dir / "scenes").is_dir() else data_dir
+
+
 def resolve_scene_path(scenes_dir: str | Path, scene_id: str) -> Path:
-    """The file of ``scene_id`` under the scenes root. A ``scene_id`` that is absolute or leads outside
-    the root (``..``, symbolic links) raises ``ValueError``; the file need not exist."""
-    root = Path(scenes_dir).resolve()
+    """The file of ``scene_id`` under the scenes root; the file need not exist.
+
+    Containment is decided on the path as written, normalised lexically (``os.path.normpath``) without
+    following symbolic links, so a link made inside the root (habitat's usual ``mp3d -> /big/disk/mp3d``)
+    is followed as the user meant. A ``scene_id`` that is absolute or climbs out of the root with ``..``
+    raises ``ValueError``.
+    """
+    root = Path(os.path.normpath(os.path.abspath(scenes_dir)))
     if Path(scene_id).is_absolute():
         raise ValueError(f"scene_id {scene_id!r} is an absolute path; expected a path under the scenes root {root}")
-    target = (root / scene_id).resolve()
+    target = Path(os.path.normpath(root / scene_id))
     if not target.is_relative_to(root):
         raise ValueError(f"scene_id {scene_id!r} escapes the scenes root {root}")
     return target
 
 
+def check_scene_file(scenes_dir: str | Path, scene_id: str) -> Path:
+    """The scene file of ``scene_id`` (see :func:`resolve_scene_path`), checked to be a readable file;
+    an escaping id, a missing path, a directory or a file that cannot be opened raises ``ValueError``."""
+    path = resolve_scene_path(scenes_dir, scene_id)
+    if not path.exists():
+        raise ValueError(f"scene file {path} not found under the scenes root {scenes_dir}")
+    if not path.is_file():
+        raise ValueError(f"scene path {path} under the scenes root {scenes_dir} is not a file")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as err:
+        raise ValueError(f"scene file {path} is not readable ({err.strerror or err})") from None
+    return path
+
+
+def resolve_scene_files(path: Path, episodes: Sequence[VLNCEEpisode],
+                        scenes_dir: str | Path) -> tuple[dict[str, Path], list[DatasetFormatError]]:
+    """The checked scene file (:func:`check_scene_file`) of each scene id of ``episodes`` (read from
+    ``path``), and an error for each scene that fails, naming the first episode using it."""
+    files: dict[str, Path] = {}
+    errors: list[DatasetFormatError] = []
+    failed: set[str] = set()
+    for index, ep in enumerate(episodes):
+        if ep.scene_id in files or ep.scene_id in failed:
+            continue
+        try:
+            files[ep.scene_id] = check_scene_file(scenes_dir, ep.scene_id)
+        except ValueError as err:
+            failed.add(ep.scene_id)
+            errors.append(DatasetFormatError(path, None, f"episodes[{index}].scene_id", f"episode {ep.episode_id!r}: {err}"))
+    return files, errors
+
+
 def check_vlnce_release(data_dir: str | Path, scenes_dir: str | Path | None = None, suffix: str = "",
                         require_vocab: bool = True) -> dict[str, Any]:
-    """Validate a VLN-CE release folder and summarise it as JSON-able data, without loading scenes.
+    """Validate a VLN-CE release folder as ``vlnkit eval`` reads it, and summarise it as JSON-able data.
 
-    Returns ``episodes`` and ``gt`` (counts per split), ``without_goals`` (episodes per split that have no
-    goals, as in test splits), ``scenes_referenced`` (distinct scene ids), ``scenes_missing`` (scene ids
-    with no file under ``scenes_dir``; ``None`` when no scenes root is given), ``problems`` (malformed
-    files and episodes, up to ``MAX_PROBLEMS_PER_FILE`` per file plus a count, scene ids escaping the
-    root, ground truth for unknown episodes) and ``ok``.
+    Every split is read by the environment's own reader and its scene files are checked by the
+    environment's own check (:func:`resolve_scene_files`, under ``scenes_dir`` or, as the environment
+    does without one, :func:`default_scenes_dir`), without loading the scenes. Returns ``episodes`` and
+    ``gt`` (counts per split), ``without_goals`` (episodes per split that have no goals, as in test
+    splits), ``scenes_dir`` (the scenes root used), ``scenes_referenced`` (distinct scene ids),
+    ``scenes_missing`` (scene ids that escape the root or have no readable file), ``problems``
+    (malformed files and episodes, and scenes failing their check, each up to ``MAX_PROBLEMS_PER_FILE``
+    per file plus a count; empty splits; ground truth for unknown episodes) and ``ok``.
     """
     root = Path(data_dir)
+    scenes_root = default_scenes_dir(root) if scenes_dir is None else Path(scenes_dir)
     problems: list[str] = []
     summary: dict[str, Any] = {
         "task": "vlnce",
         "data_dir": str(root),
-        "scenes_dir": None if scenes_dir is None else str(scenes_dir),
+        "scenes_dir": str(scenes_root),
         "episodes": {},
         "gt": {},
         "without_goals": {},
         "scenes_referenced": 0,
-        "scenes_missing": None,
+        "scenes_missing": [],
         "problems": problems,
         "ok": False,
     }
@@ -1013,6 +1094,7 @@ def check_vlnce_release(data_dir: str | Path, scenes_dir: str | Path | None = No
     if not splits:
         problems.append(f"{root}: no <split>/<split>{suffix}.json.gz episode files found")
     scene_ids: set[str] = set()
+    missing: set[str] = set()
     for split in splits:
         path = vlnce_split_path(root, split, suffix)
         try:
@@ -1025,7 +1107,15 @@ def check_vlnce_release(data_dir: str | Path, scenes_dir: str | Path | None = No
         problems.extend(str(err) for err in errors[:MAX_PROBLEMS_PER_FILE])
         if len(errors) > MAX_PROBLEMS_PER_FILE:
             problems.append(f"{path}: {len(errors) - MAX_PROBLEMS_PER_FILE} more malformed episodes not listed")
+        if not result.episodes and not errors:
+            problems.append(f"{path}: no episodes to evaluate")
         scene_ids.update(ep.scene_id for ep in result.episodes)
+        files, scene_errors = resolve_scene_files(path, result.episodes, scenes_root)
+        missing.update({ep.scene_id for ep in result.episodes} - set(files))
+        problems.extend(str(err) for err in scene_errors[:MAX_PROBLEMS_PER_FILE])
+        if len(scene_errors) > MAX_PROBLEMS_PER_FILE:
+            problems.append(f"{path}: {len(scene_errors) - MAX_PROBLEMS_PER_FILE} more missing or unreadable "
+                            "scenes not listed")
         gt_path = vlnce_gt_path(root, split, suffix)
         if gt_path.is_file():
             try:
@@ -1038,17 +1128,7 @@ def check_vlnce_release(data_dir: str | Path, scenes_dir: str | Path | None = No
             if unknown:
                 problems.append(f"{gt_path}: ground truth for {len(unknown)} episodes not in {path.name}, e.g. {unknown[:3]}")
     summary["scenes_referenced"] = len(scene_ids)
-    if scenes_dir is not None:
-        missing = []
-        for scene_id in sorted(scene_ids):
-            try:
-                if not resolve_scene_path(scenes_dir, scene_id).is_file():
-                    missing.append(scene_id)
-            except ValueError as err:
-                problems.append(str(err))
-        summary["scenes_missing"] = missing
-        if missing:
-            problems.append(f"{len(missing)} of {len(scene_ids)} referenced scenes are missing under {scenes_dir}, e.g. {missing[:3]}")
+    summary["scenes_missing"] = sorted(missing)
     summary["ok"] = not problems
     return summary
 
