@@ -16,7 +16,7 @@
     vlnkit leaderboard RUN... [--out DIR]        rank finished runs; Markdown and CSV
     vlnkit report RUN                            a self-contained HTML report of a run
     vlnkit bench runner                          episodes/s in-process and on Ray with 1 and 2 workers
-    vlnkit demo                                  baselines on the built-in synthetic city, as a table
+    vlnkit demo                                  rollouts, a memory ablation, a leaderboard and a report on built-in data
 """
 
 from __future__ import annotations
@@ -189,18 +189,9 @@ def _cmd_train_ltm(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from vlnkit.config import load_config
-    from vlnkit.eval.report import metrics_table
-    from vlnkit.eval.runner import evaluate
+    from vlnkit.eval.demo import run_demo
 
-    rows = {}
-    for agent in ("oracle", "forward", "random"):
-        cfg = load_config("eval", [f"agent={agent}", f"out={args.out}/{agent}"])
-        rows[agent] = evaluate(cfg)
-    print()
-    print("Baselines on the synthetic city, dev split (TC, SED, nDTW, sDTW, KPA in %; SPD in hops):")
-    print(metrics_table(rows))
-    print(f"\nper-run folders with episodes, submissions and reports: {args.out}/<agent>/")
+    run_demo(args.out)
     return 0
 
 
@@ -333,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true")
     p.set_defaults(func=_cmd_serve_llm)
 
-    p = sub.add_parser("demo", help="evaluate the baselines on the built-in synthetic city and print a table")
+    p = sub.add_parser("demo", help="rollouts on the city and houses, a memory ablation, a leaderboard and an HTML report")
     p.add_argument("--out", default="runs/demo")
     p.set_defaults(func=_cmd_demo)
     return parser
