@@ -40,11 +40,27 @@ def write(path, data):
     return path
 
 
-def split_file(root, episodes, split="val_unseen", vocab=VOCAB):
+def split_file(root, episodes, split="val_unseen", vocab=VOCAB, gt=True):
+    """Write a split file and, with ``gt``, its ground truth (one location per episode)."""
     data = {"episodes": episodes}
     if vocab is not None:
         data["instruction_vocab"] = vocab
+    if gt:
+        write(root / split / f"{split}_gt.json.gz", {str(ep["episode_id"]): {
+            "locations": [[0.0, 0.0, 0.0]], "actions": [0], "forward_steps": 0} for ep in episodes})
     return write(root / split / f"{split}.json.gz", data)
+
+
+def test_check_reports_a_missing_ground_truth_file(tmp_path):
+    path = split_file(tmp_path, [copy.deepcopy(EPISODE)], gt=False)
+    (tmp_path / "scenes" / "mp3d" / "abc").mkdir(parents=True)
+    (tmp_path / "scenes" / "mp3d" / "abc" / "abc.glb").write_bytes(b"glb")
+    summary = check_vlnce_release(tmp_path)
+    gt = path.parent / "val_unseen_gt.json.gz"
+    assert not summary["ok"]
+    assert summary["problems"] == [f"{gt}: ground-truth file not found; nDTW and sDTW are scored against its paths, "
+                                   "as in VLN-CE; set task.ndtw_reference=sparse (ndtw_reference='sparse') to score "
+                                   "against the episodes' sparse reference_path instead"]
 
 
 def test_real_sample_reads():

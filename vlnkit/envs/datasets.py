@@ -12,7 +12,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
@@ -1062,6 +1062,22 @@ def resolve_scene_files(path: Path, episodes: Sequence[VLNCEEpisode],
     return files, errors
 
 
+def check_ground_truth(gt_path: Path, episodes: Sequence[VLNCEEpisode],
+                        ground_truth: Mapping[str, VLNCEGroundTruth] | None) -> None:
+    """Refuse a split whose episodes with goals lack ground-truth paths (the file ``gt_path`` is missing, or
+    has no entry for one of them): nDTW would otherwise be scored against another reference."""
+    hint = ("nDTW and sDTW are scored against its paths, as in VLN-CE; set task.ndtw_reference=sparse "
+            "(ndtw_reference='sparse') to score against the episodes' sparse reference_path instead")
+    if ground_truth is None:
+        if any(ep.goals for ep in episodes):
+            raise DatasetFormatError(gt_path, None, None, f"ground-truth file not found; {hint}")
+        return
+    for ep in episodes:
+        if ep.goals and ep.episode_id not in ground_truth:
+            raise DatasetFormatError(gt_path, None, ep.episode_id,
+                                     f"no ground truth for episode {ep.episode_id!r}; {hint}")
+
+
 def check_vlnce_release(data_dir: str | Path, scenes_dir: str | Path | None = None, suffix: str = "",
                         require_vocab: bool = True) -> dict[str, Any]:
     """Validate a VLN-CE release folder as ``vlnkit eval`` reads it, and summarise it as JSON-able data.
@@ -1117,11 +1133,14 @@ def check_vlnce_release(data_dir: str | Path, scenes_dir: str | Path | None = No
             problems.append(f"{path}: {len(scene_errors) - MAX_PROBLEMS_PER_FILE} more missing or unreadable "
                             "scenes not listed")
         gt_path = vlnce_gt_path(root, split, suffix)
+        try:
+            check_ground_truth(gt_path, result.episodes, read_vlnce_gt(gt_path) if gt_path.is_file() else None)
+        except DatasetFormatError as err:
+            problems.append(str(err))
         if gt_path.is_file():
             try:
                 gt = read_vlnce_gt(gt_path)
-            except DatasetFormatError as err:
-                problems.append(str(err))
+            except DatasetFormatError:
                 continue
             summary["gt"][split] = len(gt)
             unknown = sorted(set(gt) - {ep.episode_id for ep in result.episodes})

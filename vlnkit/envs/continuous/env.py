@@ -67,9 +67,10 @@ from vlnkit.envs.datasets import (
     DatasetFormatError,
     VLNCEEpisode,
     VLNCEGroundTruth,
+    check_ground_truth,
+    default_scenes_dir,
     list_vlnce_splits,
     read_vlnce_gt,
-    default_scenes_dir,
     read_vlnce_split,
     resolve_scene_files,
     vlnce_gt_path,
@@ -84,22 +85,6 @@ NDTW_REFERENCES = ("gt", "sparse")
 FLOOR_TOLERANCE_M = (1.0, 0.5)
 """How far (metres, horizontally and vertically) an episode's start or goal may lie from the nearest
 navigable point of its scene (see the module docstring)."""
-
-
-def _check_ground_truth(gt_path: Path, episodes: Sequence[VLNCEEpisode],
-                        ground_truth: Mapping[str, VLNCEGroundTruth] | None) -> None:
-    """Refuse a split whose episodes with goals lack ground-truth paths (the file ``gt_path`` is missing, or
-    has no entry for one of them): nDTW would otherwise be scored against another reference."""
-    hint = ("nDTW and sDTW are scored against its paths, as in VLN-CE; set task.ndtw_reference=sparse "
-            "(ndtw_reference='sparse') to score against the episodes' sparse reference_path instead")
-    if ground_truth is None:
-        if any(ep.goals for ep in episodes):
-            raise DatasetFormatError(gt_path, None, None, f"ground-truth file not found; {hint}")
-        return
-    for ep in episodes:
-        if ep.goals and ep.episode_id not in ground_truth:
-            raise DatasetFormatError(gt_path, None, ep.episode_id,
-                                     f"no ground truth for episode {ep.episode_id!r}; {hint}")
 
 
 class VLNCEEnv(gymnasium.Env):
@@ -185,7 +170,7 @@ class VLNCEEnv(gymnasium.Env):
             if ground_truth is None and gt_path.is_file():
                 ground_truth = read_vlnce_gt(gt_path)
             if ndtw_reference == "gt":
-                _check_ground_truth(gt_path, episodes, ground_truth)
+                check_ground_truth(gt_path, episodes, ground_truth)
             self.split_path: Path | None = path
         else:
             self.split_path = None
