@@ -197,3 +197,23 @@ def test_render_panorama_kind_builds_the_city_renderer(tmp_path):
     assert source.space.shape[:2] == (32, 128)
     with pytest.raises(ValueError, match="unknown panorama kind 'video'"):
         make_panorama_source("video", tmp_path)
+
+
+def test_steps_per_node_gives_long_routes_their_budget():
+    """A 5-node route with steps_per_node=2 gets max(3, ceil(2 * 5)) = 10 steps; without it, 3."""
+    from vlnkit.envs.street.env import StreetEnv
+
+    graph = grid_graph()
+    route = ("n0_0", "n1_0", "n2_0", "n3_0", "n4_0")
+    episode = StreetEpisode("1", "touchdown", "north", route, 0.0, 0.0)
+    for steps_per_node, budget in ((None, 3), (2.0, 10), (0.1, 3)):
+        env = StreetEnv(graph=graph, episodes=[episode], max_steps=3, steps_per_node=steps_per_node, panorama="none")
+        env.reset(options={"episode_id": "1"})
+        steps, truncated = 0, False
+        while not truncated:
+            _, _, terminated, truncated, _ = env.step(2)  # LEFT: turns in place, never ends the episode
+            steps += 1
+            assert not terminated
+        assert steps == budget == env.step_budget(episode)
+    with pytest.raises(ValueError, match="steps_per_node"):
+        StreetEnv(graph=graph, episodes=[episode], steps_per_node=0, panorama="none")

@@ -43,6 +43,7 @@ class StreetTask:
             split=cfg.split,
             semantics=task.semantics,
             max_steps=int(task.max_steps),
+            steps_per_node=task.get("steps_per_node"),
             panorama=task.panorama,
             episode_kinds=task.episode_kinds,
             on_invalid_route=task.on_invalid_route,

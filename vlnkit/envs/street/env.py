@@ -21,6 +21,7 @@ agent stopped at the goal or one of its neighbours (task completion) and 0.0 oth
 
 from __future__ import annotations
 
+import math
 import string
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -90,6 +91,10 @@ class StreetEnv(gymnasium.Env):
         split: the split file to read.
         semantics: ``touchdown`` or ``velma``; defaults to the task's usual one.
         max_steps: the step limit (the episode is truncated there).
+        steps_per_node: when set, an episode's limit is ``max(max_steps, ceil(steps_per_node * nodes))`` for
+            a reference route of ``nodes`` panoids, so long routes stay solvable (the synthetic city's loop
+            routes have up to 60 nodes; following one takes up to 1.16 steps per node). ``None`` (the
+            default, and the real releases' setting) keeps the fixed limit of the reference code.
         panorama: ``none``, ``auto``, ``scene``, ``features`` or ``image`` (see
             :func:`make_panorama_source`), or a ready :class:`PanoramaSource`.
         episode_kinds: ``task`` keeps only records of the task's layout, ``all`` keeps every record
@@ -109,6 +114,7 @@ class StreetEnv(gymnasium.Env):
         split: str = "dev",
         semantics: Semantics | None = None,
         max_steps: int = 55,
+        steps_per_node: float | None = None,
         panorama: str | PanoramaSource = "auto",
         episode_kinds: str = "task",
         on_invalid_route: str = "error",
@@ -140,6 +146,10 @@ class StreetEnv(gymnasium.Env):
         self.episodes = list(episodes)
         self._episode_rows = {ep.episode_id: i for i, ep in enumerate(self.episodes)}
         self.max_steps = int(max_steps)
+        if steps_per_node is not None and not float(steps_per_node) > 0:
+            raise ValueError(f"steps_per_node must be a positive number or None, got {steps_per_node!r}")
+        self.steps_per_node = None if steps_per_node is None else float(steps_per_node)
+        self._budget = self.max_steps
         self.guidance = guidance
         self.navigator = StreetNavigator(graph, semantics or DEFAULT_SEMANTICS[task])
         self._navigable = NavigableDistances(graph, self.navigator.semantics)
@@ -211,7 +221,14 @@ class StreetEnv(gymnasium.Env):
         self._route = [index_of[p] for p in ep.route]
         self._reached = 0
         self._steps = 0
+        self._budget = self.step_budget(ep)
         return self._observation(), self._info()
+
+    def step_budget(self, episode: StreetEpisode) -> int:
+        """The step limit of ``episode`` (see ``steps_per_node``)."""
+        if self.steps_per_node is None:
+            return self.max_steps
+        return max(self.max_steps, math.ceil(self.steps_per_node * len(episode.route)))
 
     @property
     def privileged_observations(self) -> tuple[str, ...]:
@@ -240,14 +257,15 @@ class StreetEnv(gymnasium.Env):
         return info
 
     def step(self, action: int) -> tuple[dict, float, bool, bool, dict]:
-        """Apply one action; the episode terminates on STOP and is truncated at ``max_steps``."""
+        """Apply one action; the episode terminates on STOP and is truncated at the episode's step budget
+        (``max_steps``, or longer for long routes with ``steps_per_node``)."""
         if self._state is None:
             raise RuntimeError("call reset() before step()")
         self._state, terminated = self.navigator.step(self._state, int(action))
         if self._reached + 1 < len(self._route) and self._state.node == self._route[self._reached + 1]:
             self._reached += 1
         self._steps += 1
-        truncated = not terminated and self._steps >= self.max_steps
+        truncated = not terminated and self._steps >= self._budget
         reward = 0.0
         if terminated:
             node = self._state.node
