@@ -153,6 +153,52 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     return mean, float(stats.t.ppf(0.5 + confidence / 2.0, len(x) - 1)) * sem
 
 
+BOOTSTRAP_RESAMPLES = 2000
+"""Resamples of the paired bootstrap (its percentile bounds move by well under 0.5 pp between seeds of
+the resampling at this count on 5 x 100 episodes)."""
+
+
+def paired_bootstrap(differences: Sequence[Sequence[float]], confidence: float = 0.95,
+                     resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float, float]:
+    """The mean paired difference and its percentile ``confidence`` interval by a two-stage bootstrap.
+
+    ``differences`` holds one array per seed (city): this variant minus no memory, episode by episode (the
+    same episodes). The estimate is the mean over seeds of each seed's mean difference. Each resample draws
+    the seeds with replacement and then, within each drawn seed, its episodes with replacement, so the
+    interval covers both the variation between cities and between episodes; with one seed it is the plain
+    episode bootstrap. Returns ``(mean, low, high)`` (all ``nan`` without data)."""
+    groups = [np.asarray(d, dtype=np.float64) for d in differences if len(d)]
+    if not groups:
+        return math.nan, math.nan, math.nan
+    mean = float(np.mean([g.mean() for g in groups]))
+    rng = np.random.default_rng(seed)
+    draws = np.empty(resamples)
+    for b in range(resamples):
+        chosen = rng.integers(0, len(groups), size=len(groups)) if len(groups) > 1 else [0]
+        draws[b] = np.mean([groups[i][rng.integers(0, len(groups[i]), size=len(groups[i]))].mean() for i in chosen])
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(draws, [tail, 1.0 - tail])
+    return mean, float(low), float(high)
+
+
+def _paired_differences(runs: Sequence[Mapping[str, Any]], base: Sequence[Mapping[str, Any]], metric: str,
+                        scale: float) -> list[list[float]] | None:
+    """Per seed, the episode-by-episode differences ``run - base`` of ``metric`` (in table units) over the
+    episodes both have; ``None`` when a run lacks per-episode values (results written before they were)."""
+    by_seed = {int(r["seed"]): r for r in base}
+    out = []
+    for run in runs:
+        other = by_seed.get(int(run["seed"]))
+        if other is None:
+            continue
+        mine, theirs = run.get("per_episode", {}).get(metric), other.get("per_episode", {}).get(metric)
+        if mine is None or theirs is None:
+            return None
+        common = [e for e in mine if e in theirs]
+        out.append([(mine[e] - theirs[e]) * scale for e in common])
+    return out
+
+
 def _runs(results: Sequence[Mapping[str, Any]], row: Row) -> list[Mapping[str, Any]]:
     return [r for r in results if r["group"] == row.group and tuple(r["overrides"]) == row.overrides]
 
@@ -163,8 +209,11 @@ def summarize(results: Sequence[Mapping[str, Any]], rows: Sequence[Row], metrics
     (in table units: rates in %, SPD in hops). ``results`` are :func:`run_ablation`'s per-run records.
 
     Rows of an agent that also has a grid row ``memory=none`` get the paired difference of the first metric
-    to it (``delta_mean``, ``delta_ci``: per seed, this row minus no memory on the same seed), which tells
-    a memory effect apart from differences between seeds (cities) that both rows share."""
+    to it, which tells a memory effect apart from differences between seeds (cities) that both rows share:
+    with per-episode values (``per_episode`` in the records) a :func:`paired_bootstrap` over the same
+    episodes and seeds (``delta_mean``, ``delta_lo``, ``delta_hi``, ``delta_method="bootstrap"``), else
+    Student's t over the per-seed differences (``delta_ci``, ``delta_method="t"``); ``delta_excludes_zero``
+    says whether the interval leaves out 0."""
     baselines = {row.value("agent"): row for row in rows
                  if row.group == "grid" and row.value("memory") == "none" and len(row.overrides) == 2}
     first = metrics[0] if metrics else None
@@ -187,18 +236,43 @@ def summarize(results: Sequence[Mapping[str, Any]], rows: Sequence[Row], metrics
             mean, ci = mean_ci([r["metrics"].get(metric, math.nan) * scale for r in runs], confidence)
             entry[f"{metric}_mean"], entry[f"{metric}_ci"] = mean, ci
             entry[f"{metric}_lo"], entry[f"{metric}_hi"] = clipped_bounds(mean, ci, metric_range(metric))
-        baseline = baselines.get(row.value("agent"))
-        entry["delta_mean"], entry["delta_ci"] = math.nan, math.nan
-        if first is not None and baseline is not None and baseline != row:
-            scale = METRICS.get(first, (first, 1.0))[1]
-            base = {int(r["seed"]): r["metrics"].get(first, math.nan) for r in _runs(results, baseline)}
-            paired = [(r["metrics"].get(first, math.nan) - base[int(r["seed"])]) * scale
-                      for r in runs if int(r["seed"]) in base]
-            entry["delta_mean"], entry["delta_ci"] = mean_ci(paired, confidence)
-        entry["delta_lo"], entry["delta_hi"] = clipped_bounds(
-            entry["delta_mean"], entry["delta_ci"], metric_range(first or "", difference=True))
+        entry.update(_delta(runs, results, baselines.get(row.value("agent")), row, first, confidence))
         table.append(entry)
     return table
+
+
+def _delta(runs: Sequence[Mapping[str, Any]], results: Sequence[Mapping[str, Any]], baseline: Row | None,
+           row: Row, metric: str | None, confidence: float) -> dict[str, Any]:
+    """The ``delta_*`` fields of :func:`summarize` for one row."""
+    delta: dict[str, Any] = {"delta_mean": math.nan, "delta_ci": math.nan, "delta_lo": math.nan,
+                             "delta_hi": math.nan, "delta_method": None, "delta_excludes_zero": False}
+    if metric is None or baseline is None or baseline == row:
+        return delta
+    scale = METRICS.get(metric, (metric, 1.0))[1]
+    base_runs = _runs(results, baseline)
+    per_seed = _paired_differences(runs, base_runs, metric, scale)
+    if per_seed is not None:
+        mean, low, high = paired_bootstrap(per_seed, confidence)
+        delta.update(delta_mean=mean, delta_lo=low, delta_hi=high, delta_method="bootstrap")
+    else:
+        base = {int(r["seed"]): r["metrics"].get(metric, math.nan) for r in base_runs}
+        paired = [(r["metrics"].get(metric, math.nan) - base[int(r["seed"])]) * scale
+                  for r in runs if int(r["seed"]) in base]
+        mean, ci = mean_ci(paired, confidence)
+        low, high = clipped_bounds(mean, ci, metric_range(metric, difference=True))
+        delta.update(delta_mean=mean, delta_ci=ci, delta_lo=low, delta_hi=high, delta_method="t")
+    delta["delta_excludes_zero"] = bool(delta["delta_lo"] > 0 or delta["delta_hi"] < 0)
+    return delta
+
+
+def _delta_cell(entry: Mapping[str, Any]) -> str:
+    """The paired difference: a bootstrap's ``mean [low, high]``, Student's t as :func:`_cell` shows it,
+    with ``*`` where the interval excludes 0."""
+    if entry.get("delta_method") == "bootstrap":
+        text = f"{entry['delta_mean']:.1f} [{entry['delta_lo']:.1f}, {entry['delta_hi']:.1f}]"
+    else:
+        text = _cell(entry, "delta")
+    return text + (" *" if entry.get("delta_excludes_zero") else "")
 
 
 def _cell(entry: Mapping[str, Any], prefix: str) -> str:
@@ -227,13 +301,15 @@ def write_table(table: Sequence[Mapping[str, Any]], metrics: Sequence[str], out:
     lines += [
         f"Mean ± half-width of the {confidence:.0%} confidence interval over seeds (Student's t); "
         f"TC, nDTW, SED in %, SPD in hops; [low, high] where the interval is clipped to the metric's range. "
-        f"{delta}: paired difference to the same agent without memory, seed by seed.",
+        f"{delta}: paired difference to the same agent without memory on the same episodes and seeds, with "
+        f"the {confidence:.0%} interval of a two-stage bootstrap (seeds, then episodes; Student's t over "
+        "seeds for results without per-episode values); * marks an interval that excludes 0.",
         "",
         "| group | agent | memory | setting | seeds | " + " | ".join(labels) + f" | {delta} | privileged |",
         "|---|---|---|---|---|" + "---|" * (len(labels) + 2),
     ]
     for entry in table:
-        cells = [_cell(entry, m) for m in metrics] + [_cell(entry, "delta")]
+        cells = [_cell(entry, m) for m in metrics] + [_delta_cell(entry)]
         lines.append(
             f"| {entry['group']} | {entry['agent'] or '-'} | {entry['memory'] or '-'} | {entry['setting'] or '-'} | "
             f"{entry['seeds']} | " + " | ".join(cells) + f" | {entry.get('privileged', '?')} |"
@@ -243,6 +319,7 @@ def write_table(table: Sequence[Mapping[str, Any]], metrics: Sequence[str], out:
     csv_path = out / "ablation.csv"
     fields = ["group", "agent", "memory", "setting", "swept_key", "swept_value", "seeds", "privileged"]
     fields += [f"{m}_{part}" for m in [*metrics, "delta"] for part in ("mean", "ci", "lo", "hi")]
+    fields += ["delta_method", "delta_excludes_zero"]
     with csv_path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
@@ -321,6 +398,13 @@ def plot_ablation(table: Sequence[Mapping[str, Any]], path: Path, metric: str = 
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _per_episode(run_dir: Path, metrics: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Per metric, each episode's value in a finished run folder (for the paired bootstrap)."""
+    records = [json.loads(line) for line in (run_dir / "episodes.jsonl").read_text(encoding="utf-8").splitlines()
+               if line.strip()]
+    return {m: {str(r["episode_id"]): float(r["metrics"][m]) for r in records if m in r["metrics"]} for m in metrics}
 
 
 def _read_results(path: Path) -> list[dict[str, Any]]:
@@ -413,6 +497,7 @@ def run_ablation(cfg: DictConfig, overrides: Sequence[str] = ()) -> Path:
             metrics_out = evaluate(run_cfg)
             record = {"group": row.group, "overrides": list(row.overrides), "seed": seed, "out": str(run_cfg.out),
                       "metrics": {k: metrics_out.get(k) for k in metrics},
+                      "per_episode": _per_episode(Path(str(run_cfg.out)), metrics),
                       "privileged": metrics_out.get("privileged", []),
                       "num_episodes": metrics_out.get("num_episodes")}
             with log.open("a", encoding="utf-8") as f:
