@@ -173,3 +173,24 @@ def test_a_continuous_submission_scores_exactly_as_its_run(houses, tmp_path):
         bad = tmp_path / "bad.json"
         bad.write_text(json.dumps({"no-such-episode": [{"position": [0, 0, 0], "heading": 0, "stop": True}]}))
         score_submission(bad, [*common, "limit=3"])
+
+
+def test_a_worker_caps_torch_threads_as_configured(release, tmp_path):
+    import torch
+    from omegaconf import OmegaConf
+
+    from vlnkit.eval.backends import EpisodeWorker, WorkerSpec
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        cfg = load_config("eval", args(release, tmp_path / "run", "agent=random"))
+        assert cfg.torch_threads == 1
+        EpisodeWorker(WorkerSpec(OmegaConf.to_container(cfg, resolve=True), str(release)))
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        EpisodeWorker(WorkerSpec(OmegaConf.to_container(load_config(
+            "eval", args(release, tmp_path / "run", "agent=random", "torch_threads=null")), resolve=True), str(release)))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -130,6 +130,16 @@ def num_actions(space: gymnasium.Space) -> int:
     return int(space["action"].n if isinstance(space, gymnasium.spaces.Dict) else space.n)
 
 
+def limit_torch_threads(threads: int | None) -> None:
+    """Cap torch's intra-op threads of this worker at ``threads`` (when torch is loaded; ``None`` leaves it).
+    The agents' models are small: on a machine whose cores are shared by workers, one thread per worker
+    avoids the oversubscription spikes a thread pool per process causes."""
+    if threads is not None and "torch" in sys.modules:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
 def import_modules(names: Sequence[str]) -> None:
     """Import each named module (custom agents register themselves on import)."""
     for name in names:
@@ -159,6 +169,7 @@ class EpisodeWorker:
             str(cfg.agent.name), cfg.agent, num_actions=num_actions(self.env.action_space)
         )
         self.episodes = {str(ep.episode_id): ep for ep in self.task.episodes(self.env)}
+        limit_torch_threads(cfg.get("torch_threads"))
 
     def ready(self) -> bool:
         """True once built (lets a driver wait for a remote worker's construction)."""
