@@ -194,3 +194,25 @@ def test_a_worker_caps_torch_threads_as_configured(release, tmp_path):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("agent=nope", "Could not find 'agent/nope' Available options in 'agent': custom forward forward_blocked gold"),
+    ("task=nope", "Could not find 'task/nope' Available options in 'task': map2seq rxr_ce synth_city"),
+    ("foo=1", "Could not override 'foo'. To append to your config use +foo=1 (`vlnkit eval --help` lists the keys)"),
+])
+def test_unknown_names_get_one_line_listing_what_is_valid(capsys, override, expected):
+    assert main(["eval", override]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1 and "Config search path" not in err
+
+
+def test_agent_fallbacks_are_totalled_and_reported(release, tmp_path, capsys, monkeypatch):
+    from vlnkit.agents.baselines import ForwardAgent
+
+    monkeypatch.setattr(ForwardAgent, "episode_stats", lambda self: {"llm_fallbacks": 2, "llm_calls": 3},
+                        raising=False)
+    assert main(["eval", *args(release, tmp_path / "run", "agent=forward")]) == 0
+    on_disk = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert on_disk["agent_stats"] == {"llm_fallbacks": 6, "llm_calls": 9}  # 3 episodes x (2, 3)
+    assert "warning: llm_fallbacks = 6" in capsys.readouterr().err

@@ -60,6 +60,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     metrics = evaluate(cfg)
     print(_results_table(str(cfg.task.kind), {f"{cfg.agent.name} on {cfg.task.name}/{cfg.split}": metrics}))
     print(f"results in {cfg.out}/ (metrics.json, episodes.jsonl, submission, report.md)")
+    fallbacks = {k: v for k, v in metrics.get("agent_stats", {}).items() if k.endswith("fallbacks") and v}
+    for key, count in fallbacks.items():
+        print(f"warning: {key} = {count:g} (the agent took its fallback action instead of a decision; see "
+              "agent_stats in metrics.json and episodes.jsonl)", file=sys.stderr)
     if not metrics.get("num_failed"):
         return 0
     _print_failures(Path(str(cfg.out)), metrics)
@@ -355,7 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _user_errors() as err:
         if os.environ.get("VLNKIT_TRACEBACK"):
             raise
-        message = " ".join(str(err).split())
+        message = " ".join(str(err).split()).split(" Config search path:")[0]
+        if "Could not override" in message:
+            message += f" (`vlnkit {args.command} --help` lists the keys)" if args.command == "eval" else ""
         print(f"vlnkit: error: {message}", file=sys.stderr)
         return 2
 

@@ -343,6 +343,7 @@ def _evaluate_locked(cfg: DictConfig, task: EvalTask, env: gymnasium.Env, data_d
         "num_failed": len(failed),
         "failed_episodes": failed,
         "privileged": sorted({p for r in records for p in r.get("privileged", [])}),
+        "agent_stats": _total_stats(records),
         "seed": int(cfg.seed),
         "config_hash": identity["config_hash"],
         "dataset_hash": identity["dataset_hash"],
@@ -387,6 +388,16 @@ def _run_remaining(cfg: DictConfig, task: EvalTask, env: gymnasium.Env, data_dir
                 bar.update()
     finally:
         backend.close()
+
+
+def _total_stats(records: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """The sums over episodes of the agents' own counts (``agent_stats``: LLM calls, fallbacks, ...)."""
+    totals: dict[str, float] = {}
+    for record in records:
+        for key, value in (record.get("agent_stats") or {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                totals[key] = totals.get(key, 0) + value
+    return totals
 
 
 def _write_json(path: Path, data: Any) -> None:
