@@ -8,7 +8,8 @@ def test_demo_writes_the_three_uses_and_marks_privileged_rows(tmp_path, monkeypa
     monkeypatch.setattr(demo, "STREET_EPISODES", 2)
     monkeypatch.setattr(demo, "HOUSE_EPISODES", 1)
     monkeypatch.setattr(demo, "ABLATION_SEEDS", (0, 1))
-    monkeypatch.setattr(demo, "HOUSE_AGENTS", (("oracle", ()), ("forward_blocked", ())))
+    assert [agent for agent, _ in demo.HOUSE_AGENTS] == ["oracle", "forward_blocked", "random", "handcrafted", "vlncm"]
+    monkeypatch.setattr(demo, "HOUSE_AGENTS", (("oracle", ()), ("forward_blocked", ()), ("handcrafted", ())))
     lines: list[str] = []
     paths = demo.run_demo(tmp_path / "demo", say=lines.append)
     text = "\n".join(lines)
@@ -16,6 +17,7 @@ def test_demo_writes_the_three_uses_and_marks_privileged_rows(tmp_path, monkeypa
             if line.startswith("| ") and not line.startswith("| run") and not line.startswith("| group")}
     assert rows["oracle"] == "yes: info.oracle_action" and rows["gold"] == "yes: info.gold_action"
     assert rows["forward"] == "no" and rows["random"] == "no" and rows["forward_blocked"] == "no"
+    assert rows["handcrafted"] == "no"
     assert rows["modular"] == "yes: scene labels (graph/scene.jsonl)"
     ablation = paths["ablation"].read_text()
     assert "| grid | modular | none |" in ablation and "| grid | modular | full |" in ablation

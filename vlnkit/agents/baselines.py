@@ -1,8 +1,10 @@
-"""Baseline agents: random, forward-only, and two privileged upper bounds: the shortest-path oracle and the
-gold-route follower."""
+"""Baseline agents: VLN-CE's random baseline (``random``), a uniformly random walker (``uniform_random``),
+forward-only, and two privileged upper bounds: the shortest-path oracle and the gold-route follower. VLN-CE's
+hand-crafted baseline and the bump-sensor walker are in :mod:`vlnkit.agents.continuous_baselines`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -12,8 +14,52 @@ from vlnkit.agents.base import register, require_input
 from vlnkit.envs.street.actions import StreetAction
 
 
+VLNCE_ACTIONS = (int(StreetAction.STOP), int(StreetAction.FORWARD), int(StreetAction.LEFT), int(StreetAction.RIGHT))
+"""The ids :class:`RandomAgent` samples: STOP, FORWARD, LEFT, RIGHT. The continuous environment's ids of
+STOP, MOVE_FORWARD, TURN_LEFT and TURN_RIGHT are the same (VLN-CE's ordering, which the street actions follow)."""
+
+VLNCE_RANDOM_PROBS = (0.02, 0.68, 0.15, 0.15)
+"""VLN-CE's random baseline's probabilities of STOP, MOVE_FORWARD, TURN_LEFT and TURN_RIGHT: the oracle action
+frequencies of R2R-CE's training set (Krantz et al. 2020; ``RandomAgent`` of VLN-CE's
+``vlnce_baselines/nonlearning_agents.py``)."""
+
+
 class RandomAgent:
-    """Takes uniformly random movement actions and stops with probability ``stop_prob`` each step."""
+    """VLN-CE's "Random" baseline: every step samples STOP, FORWARD, LEFT or RIGHT with ``probs``, by default
+    R2R-CE's training action frequencies :data:`VLNCE_RANDOM_PROBS` (0.02, 0.68, 0.15, 0.15). It never takes
+    other actions (LOOK_UP/LOOK_DOWN, TURN_AROUND, GO_TOWARD_POINT). On street tasks it samples the same
+    distribution over the street's STOP, FORWARD, LEFT and RIGHT, which is not a street paper's baseline.
+    Each episode's draws are seeded by the episode's seed."""
+
+    uses_info = False
+
+    def __init__(self, num_actions: int = 4, probs: Sequence[float] = VLNCE_RANDOM_PROBS) -> None:
+        p = np.asarray([float(x) for x in probs], dtype=np.float64)
+        if p.shape != (len(VLNCE_ACTIONS),) or (p < 0).any() or not np.isclose(p.sum(), 1.0):
+            raise ValueError(f"agent=random: probs must be {len(VLNCE_ACTIONS)} non-negative numbers summing to 1 "
+                             f"(STOP, FORWARD, LEFT, RIGHT), got {list(probs)}")
+        if num_actions < len(VLNCE_ACTIONS):
+            raise ValueError(f"agent=random needs the actions STOP, FORWARD, LEFT and RIGHT (ids 0-3); this "
+                             f"environment has {num_actions}")
+        self.actions = np.asarray(VLNCE_ACTIONS)
+        self.probs = p / p.sum()
+        self.rng = np.random.default_rng(0)
+
+    def reset(self, observation: dict[str, Any], info: dict[str, Any], seed: int) -> None:
+        """Reseed for the episode."""
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, observation: dict[str, Any], info: dict[str, Any] | None = None) -> int:
+        """An action drawn from ``probs``."""
+        return int(self.rng.choice(self.actions, p=self.probs))
+
+
+class UniformRandomAgent:
+    """Stops with probability ``stop_prob`` each step, else takes one of the environment's other action ids
+    uniformly at random: every id from 1 to ``num_actions - 1`` (street: FORWARD, LEFT, RIGHT and, with
+    VELMA/FLAME semantics, TURN_AROUND; continuous: MOVE_FORWARD, TURN_LEFT, TURN_RIGHT and, where the task
+    has them, LOOK_UP and LOOK_DOWN). No paper's baseline: a project baseline. Each episode's draws are
+    seeded by the episode's seed."""
 
     uses_info = False
 
@@ -97,7 +143,16 @@ class GoldAgent(PrivilegedAgent):
 
 @register("random")
 def _random(cfg: DictConfig, num_actions: int) -> RandomAgent:
-    return RandomAgent(num_actions, stop_prob=float(cfg.get("stop_prob", 0.05)))
+    if "stop_prob" in cfg:
+        raise ValueError("agent=random is VLN-CE's random baseline (agent.probs); stop_prob belongs to the uniformly "
+                         "random walker: agent=uniform_random agent.stop_prob=...")
+    probs = cfg.get("probs", None)
+    return RandomAgent(num_actions, VLNCE_RANDOM_PROBS if probs is None else list(probs))
+
+
+@register("uniform_random")
+def _uniform_random(cfg: DictConfig, num_actions: int) -> UniformRandomAgent:
+    return UniformRandomAgent(num_actions, stop_prob=float(cfg.get("stop_prob", 0.05)))
 
 
 @register("forward")

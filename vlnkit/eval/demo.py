@@ -1,8 +1,9 @@
 """``vlnkit demo``: the platform's three uses on its built-in data, in a few minutes on a laptop.
 
 1. Rollouts: street baselines, the shortest-path and gold-route oracles and the Mem4Nav modular agent on
-   the synthetic city; continuous baselines, the oracle and VLN-CM's zero-shot agent on the synthetic houses
-   (no Mem4Nav agent drives the continuous task yet).
+   the synthetic city; continuous baselines (the bump-sensor walker and VLN-CE's random and hand-crafted
+   baselines), the oracle and VLN-CM's zero-shot agent on the synthetic houses (no Mem4Nav agent drives the
+   continuous task yet).
 2. A memory ablation: the modular agent without memory and with full Mem4Nav memory, over three seeds
    (three cities), with confidence intervals and the paired difference.
 3. A leaderboard of the rollouts (Markdown and CSV) and a self-contained HTML report of the memory agent's run.
@@ -21,8 +22,8 @@ from vlnkit.config import load_config
 
 STREET_AGENTS = (("oracle", ()), ("gold", ()), ("forward", ()), ("random", ()), ("modular", ("memory=full",)))
 """Agents run on the synthetic city, each with its extra overrides."""
-HOUSE_AGENTS = (("oracle", ()), ("forward_blocked", ()), ("random", ()), ("vlncm", ()))
-"""Agents run on the synthetic houses."""
+HOUSE_AGENTS = (("oracle", ()), ("forward_blocked", ()), ("random", ()), ("handcrafted", ()), ("vlncm", ()))
+"""Agents run on the synthetic houses (``random`` and ``handcrafted`` are VLN-CE's own baselines)."""
 STREET_EPISODES = 40
 HOUSE_EPISODES = 6
 ABLATION_SEEDS = (0, 1, 2)
