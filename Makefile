@@ -17,4 +17,4 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest
 
 bench: $(STAMP)
-	$(VENV)/bin/vlnkit bench street
+	$(VENV)/bin/vlnkit bench all

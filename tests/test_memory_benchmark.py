@@ -4,23 +4,26 @@ import numpy as np
 import pytest
 
 from vlnkit.memory import LTMConfig, Mem4NavConfig
-from vlnkit.memory.benchmark import run_memory_benchmark, street_walk
+from vlnkit.benchmarks.memory import run, street_walk
 
 
 def test_benchmark_reports_all_keys_at_small_sizes():
     pytest.importorskip("open3d")
     config = Mem4NavConfig(dim=32, ltm=LTMConfig(depth=1))
-    result = run_memory_benchmark(
+    result = run(
         sizes=(1_000,), timed_steps=30, dim=32, octree_points=5_000, octree_queries=500, config=config
     )
     timed = [f"{prefix}{stat}_ms_1k" for prefix in ("", "default_policy_") for stat in ("median", "p99", "mean")]
     keys = timed + ["ltm_recall_at_3_1k", "bytes_per_obs", "octree_inserts_per_s", "octree_queries_per_s",
-                    "octree_batch_queries_per_s", "open3d_inserts_per_s", "open3d_queries_per_s"]
+                    "octree_batch_queries_per_s", "open3d_inserts_per_s", "open3d_queries_per_s",
+                    "ltm_search_ms_1k", "bruteforce_search_ms_1k", "ltm_search_ms_1k_vs_bruteforce",
+                    "median_ms_1k_vs_bruteforce", "octree_inserts_per_s_vs_open3d", "octree_queries_per_s_vs_open3d"]
     for key in keys:
         assert result[key] > 0, key
     assert 0.0 <= result["default_policy_stm_hit_rate_1k"] <= 1.0
     assert result["ltm_recall_at_3_1k"] <= 1.0
     assert result["stored_observations"] == 1_060
+    assert "bruteforce" in result["baseline"] and "open3d" in result["baseline"]
 
 
 def test_street_walk_moves_one_step_at_a_time_on_the_grid():
@@ -30,21 +33,21 @@ def test_street_walk_moves_one_step_at_a_time_on_the_grid():
     assert np.allclose(np.round(positions[:, :2] / 2.0) * 2.0, positions[:, :2])
 
 
-def test_cli_prints_one_json_line_on_stdout_and_progress_on_stderr(monkeypatch, capfd):
+def test_cli_prints_one_json_line_on_stdout_and_progress_on_stderr(capfd):
     import json
-    from functools import partial
 
     from vlnkit.cli import main
-    from vlnkit.memory import benchmark
 
     # the octree comparison at its default million points takes seconds; a tiny one keeps this test fast
-    tiny = partial(benchmark.run_memory_benchmark, octree_points=2_000, octree_queries=100, include_open3d=False)
-    monkeypatch.setattr(benchmark, "run_memory_benchmark", tiny)
-    assert main(["bench", "memory", "--sizes", "300,600", "--timed-steps", "20", "--dim", "16"]) == 0
+    assert main(["bench", "memory", "--sizes", "300,600", "--timed-steps", "20", "--dim", "16",
+                 "--octree-points", "2000", "--octree-queries", "100", "--no-open3d"]) == 0
     out, err = capfd.readouterr()
     lines = out.splitlines()
     assert len(lines) == 1 and out.endswith("\n")
-    assert json.loads(lines[0])["stored_observations"] == 640   # 600 written, then 2 x 20 timed steps
+    result = json.loads(lines[0])
+    assert list(result)[:2] == ["name", "baseline"] and result["name"] == "memory"
+    assert "open3d" not in result["baseline"] and "open3d_inserts_per_s" not in result
+    assert result["stored_observations"] == 640   # 600 written, then 2 x 20 timed steps
     progress = err.splitlines()
     for name in ("300", "600"):
         assert sum(line.startswith(f"bench memory: {name}: ") for line in progress) == 2, err

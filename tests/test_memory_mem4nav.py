@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vlnkit.memory import LTMConfig, Mem4NavConfig, Mem4NavMemory, key_node, node_key
-from vlnkit.memory.benchmark import AppearanceField, street_walk
+from vlnkit.benchmarks.memory import AppearanceField, street_walk
 from vlnkit.memory.checkpoint import load_torch
 
 DIM = 32

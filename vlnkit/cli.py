@@ -5,9 +5,9 @@
     vlnkit data check task=touchdown|map2seq|vlnce|rxr_ce data_dir=PATH [scenes_dir=PATH]
     vlnkit data synth-city --out DIR --seed S --size small|medium|large
     vlnkit data synth-houses --out DIR --seed S --count N
-    vlnkit bench street [--data-dir PATH]       print street navigation speed as one JSON line
-    vlnkit bench continuous                      print rendering / stepping / geodesic speed as one JSON line
-    vlnkit bench memory [--sizes 1000,...]      print Mem4Nav memory latency as one JSON line
+    vlnkit bench NAME [--option value ...]      run one benchmark (street, memory, ...): one JSON line
+    vlnkit bench all                             every benchmark at its quick settings, one JSON line each
+    vlnkit bench --list                          the benchmarks and what each compares against
     vlnkit train ltm [key=value ...]            pre-train the Mem4Nav long-term memory
     vlnkit train clip [key=value ...]           train the small CLIP-style scorer on synthetic renders
     vlnkit train policy [key=value ...]         imitation-train the multimodal policy on the synthetic city
@@ -15,7 +15,6 @@
     vlnkit serve-llm [--port 8765] [--model GGUF] the local OpenAI-compatible LLM server (llama.cpp)
     vlnkit leaderboard RUN... [--out DIR]        rank finished runs; Markdown and CSV
     vlnkit report RUN                            a self-contained HTML report of a run
-    vlnkit bench runner                          episodes/s in-process and on Ray with 1 and 2 workers
     vlnkit demo                                  rollouts, a memory ablation, a leaderboard and a report on built-in data
 """
 
@@ -140,13 +139,6 @@ def _cmd_synth_houses(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench_continuous(args: argparse.Namespace) -> int:
-    from vlnkit.envs.continuous.benchmark import run_continuous_benchmark
-
-    print(json.dumps(run_continuous_benchmark(seconds=args.seconds, seed=args.seed)))
-    return 0
-
-
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from vlnkit.eval.leaderboard import leaderboard
 
@@ -161,27 +153,30 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench_runner(args: argparse.Namespace) -> int:
-    from vlnkit.eval.runner_benchmark import run_runner_benchmark
-
-    print(json.dumps(run_runner_benchmark(num_episodes=args.episodes, work_ms=args.work_ms,
-                                          data_dir=args.data_dir, ray_address=args.ray_address)))
-    return 0
-
-
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from vlnkit.envs.street.benchmark import run_street_benchmark
+    """``vlnkit bench NAME [options]``, ``bench all`` (exit 1 when one failed) and ``bench --list``."""
+    from vlnkit.benchmarks import BENCHMARKS, parse_options, run_benchmark
 
-    print(json.dumps(run_street_benchmark(args.data_dir)))
-    return 0
-
-
-def _cmd_bench_memory(args: argparse.Namespace) -> int:
-    from vlnkit.memory.benchmark import run_memory_benchmark
-
-    sizes = [int(size) for size in args.sizes.split(",")]
-    print(json.dumps(run_memory_benchmark(sizes=sizes, timed_steps=args.timed_steps, dim=args.dim, seed=args.seed)))
-    return 0
+    if args.list:
+        for name, (_, about) in BENCHMARKS.items():
+            print(f"{name:<14}{about}")
+        return 0
+    if args.name not in (*BENCHMARKS, "all") or (args.name == "all" and args.options):
+        got = ("`all` takes no options" if args.name == "all" else "a benchmark name is needed"
+               if args.name is None else f"unknown benchmark {args.name!r}")
+        print(f"vlnkit: error: {got}; expected one of: {', '.join(BENCHMARKS)}, all", file=sys.stderr)
+        return 2
+    if args.name != "all":
+        print(json.dumps(run_benchmark(args.name, **parse_options(args.name, args.options))))
+        return 0
+    failed = False
+    for name in BENCHMARKS:
+        try:
+            line = run_benchmark(name, quick=True)
+        except Exception as err:  # noqa: BLE001  (one benchmark failing must not stop the others)
+            line, failed = {"name": name, "error": f"{type(err).__name__}: {err}"}, True
+        print(json.dumps(line), flush=True)
+    return 1 if failed else 0
 
 
 def _cmd_train_ltm(args: argparse.Namespace) -> int:
@@ -270,26 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=4, help="number of houses")
     p.set_defaults(func=_cmd_synth_houses)
 
-    bench = sub.add_parser("bench", help="benchmarks that print one JSON line").add_subparsers(dest="bench", required=True)
-    p = bench.add_parser("street", help="graph load time and env / batched navigator steps per second")
-    p.add_argument("--data-dir", default=None, help="release folder (default: a Touchdown-sized synthetic city)")
+    p = sub.add_parser("bench", help="benchmarks that print one JSON line each (`vlnkit bench --list`)",
+                       description="Run benchmark NAME (`vlnkit bench NAME --help` lists its options), `all` of "
+                                   "them at their quick settings, or list them.")
+    p.add_argument("name", nargs="?", help="a benchmark of `vlnkit bench --list`, or all")
+    p.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's options")
+    p.add_argument("--list", action="store_true", help="list the benchmarks")
     p.set_defaults(func=_cmd_bench)
-    p = bench.add_parser("continuous", help="RGB-D steps/s, panoramas/s, scene build time, geodesic query time")
-    p.add_argument("--seconds", type=float, default=3.0, help="time spent on each rate")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_cmd_bench_continuous)
-    p = bench.add_parser("runner", help="episodes/s in-process and on a Ray cluster with 1 and 2 workers")
-    p.add_argument("--episodes", type=int, default=60)
-    p.add_argument("--work-ms", type=float, default=5.0, help="CPU work per agent action, in milliseconds")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: a local one)")
-    p.set_defaults(func=_cmd_bench_runner)
-    p = bench.add_parser("memory", help="Mem4Nav write+retrieve latency at 1k..1M stored observations")
-    p.add_argument("--sizes", default="1000,10000,100000,1000000", help="stored observations, comma-separated")
-    p.add_argument("--timed-steps", type=int, default=1000)
-    p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_cmd_bench_memory)
 
     train = sub.add_parser("train", help="training jobs").add_subparsers(dest="train", required=True)
     p = train.add_parser("ltm", help="pre-train the Mem4Nav long-term memory (overrides of configs/train_ltm.yaml)")

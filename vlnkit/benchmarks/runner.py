@@ -1,4 +1,5 @@
-"""``vlnkit bench runner``: episodes per second of the runner backends, and how Ray scales.
+"""``vlnkit bench runner``: episodes per second on Ray with one and two actors against the in-process
+backend on the same episodes, and how Ray scales.
 
 One agent on the built-in synthetic city (or a given release), whose ``act`` burns a fixed ``work_ms``
 of CPU (the ``busy`` agent registered here, a stand-in for a model's forward pass), so that throughput
@@ -6,14 +7,20 @@ is set by the agent and adding a worker should add a core's worth of episodes. T
 in process, then on a local Ray cluster (or ``ray_address``) with one and with two actors. Each backend
 first runs one episode per worker untimed (start-up, caches), then the timed episodes.
 
+Baseline: the in-process backend (one worker, no Ray) on the same episodes in the same run.
+
 Keys of the result: ``episodes_per_s_inprocess``, ``episodes_per_s_ray_1``, ``episodes_per_s_ray_2``,
-``scaling_efficiency`` (the two-actor speed-up over one actor, divided by 2: 1.0 is perfect scaling),
-``ray_overhead_ms_per_episode`` (time per episode on one Ray actor minus in process), and the set-up:
-``num_episodes``, ``work_ms``, ``mean_steps``, ``cpus``.
+``episodes_per_s_ray_1_vs_inprocess`` and ``episodes_per_s_ray_2_vs_inprocess`` (the Ray rates over the
+in-process one), ``scaling_efficiency`` (the two-actor speed-up over one actor, divided by 2: 1.0 is
+perfect scaling), ``ray_overhead_ms_per_episode`` (time per episode on one Ray actor minus in process),
+and the set-up: ``num_episodes``, ``work_ms``, ``mean_steps``, ``cpus``.
+
+``vlnkit bench runner [--episodes N] [--work-ms MS] [--data-dir PATH] [--ray-address ADDR]``.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from collections.abc import Sequence
@@ -30,6 +37,16 @@ from vlnkit.eval.tasks import get_task
 
 MODULE = __name__
 """Workers import this module (``imports=[...]``) to register the ``busy`` agent."""
+BASELINE = "inprocess: 1 in-process worker (no Ray) on the same episodes"
+QUICK = {"num_episodes": 12}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--episodes``, ``--work-ms``, ``--data-dir``, ``--ray-address``."""
+    parser.add_argument("--episodes", dest="num_episodes", type=int, default=60)
+    parser.add_argument("--work-ms", type=float, default=5.0, help="CPU work per agent action, in milliseconds")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: a local one)")
 
 
 class BusyAgent(RandomAgent):
@@ -65,7 +82,7 @@ def _episodes_per_s(backend: Backend, jobs: Sequence[tuple[str, int]]) -> tuple[
     return len(jobs) / elapsed, [r.record for r in results if r.record is not None]
 
 
-def run_runner_benchmark(num_episodes: int = 60, work_ms: float = 5.0, data_dir: str | None = None,
+def run(num_episodes: int = 60, work_ms: float = 5.0, data_dir: str | None = None,
                          ray_address: str | None = None) -> dict[str, Any]:
     """Measure the backends as the module docstring describes; returns the figures as a dict."""
     import ray
@@ -102,9 +119,12 @@ def run_runner_benchmark(num_episodes: int = 60, work_ms: float = 5.0, data_dir:
         if started_ray:
             ray.shutdown()
     return {
+        "baseline": BASELINE,
         "episodes_per_s_inprocess": round(rate_inprocess, 2),
         "episodes_per_s_ray_1": round(rates[1], 2),
         "episodes_per_s_ray_2": round(rates[2], 2),
+        "episodes_per_s_ray_1_vs_inprocess": round(rates[1] / rate_inprocess, 3),
+        "episodes_per_s_ray_2_vs_inprocess": round(rates[2] / rate_inprocess, 3),
         "scaling_efficiency": round(rates[2] / (2 * rates[1]), 3),
         "ray_overhead_ms_per_episode": round(1000.0 / rates[1] - 1000.0 / rate_inprocess, 2),
         "num_episodes": len(jobs),

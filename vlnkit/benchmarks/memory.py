@@ -1,5 +1,9 @@
-"""Memory benchmark: per-step write+retrieve latency as the memory grows, LTM recall, bytes per observation,
-and the sparse octree against open3d's octree on the same points.
+"""Memory benchmark: per-step write+retrieve latency as the memory grows against a brute-force top-3 search
+over the same LTM tokens, LTM recall, bytes per observation, and the sparse octree against open3d's octree
+on the same points.
+
+``vlnkit bench memory [--sizes 1000,10000,...] [--timed-steps N] [--dim D] [--seed S]`` prints one JSON
+line (``--octree-points``, ``--octree-queries`` and ``--no-open3d`` size the octree comparison).
 
 The workload is an agent walking a street grid (``block`` metre blocks, a turn choice at every
 intersection, ``step`` metres per step) whose observation embeddings come from a smooth random appearance
@@ -17,8 +21,13 @@ line); ``progress=False`` silences it.
 Everything timed runs on one thread: torch and faiss are set to one thread here, and the numpy products on
 the timed path (one query, one or two fresh tokens, three tokens to decode, the STM and the index's write
 buffer) stay below the size at which OpenBLAS starts threads; larger LTM batches go to torch. numpy's
-OpenBLAS pool is sized when numpy loads, so ``benchmarks/memory.py`` also sets ``OPENBLAS_NUM_THREADS=1``
-first, which pins the untimed parts (generating observations, the recall reference) too.
+OpenBLAS pool is sized when numpy loads, so ``OPENBLAS_NUM_THREADS=1 vlnkit bench memory`` pins the
+untimed parts (generating observations, the recall reference) too.
+
+Baselines, measured in the same run: ``bruteforce``, an exact top-3 L2 search over every live LTM token
+(one matrix-vector product and a top-k in torch, one thread) for the same queries as the recall figure;
+``open3d``, open3d's octree on the same points. Ratios divide the figure by the baseline's figure in the
+same unit.
 
 Keys (``{n}`` is ``1k``, ``10k``, ``100k``, ``1m`` or the size itself):
 
@@ -35,6 +44,10 @@ Keys (``{n}`` is ``1k``, ``10k``, ``100k``, ``1m`` or the size itself):
   tokens are then computed in batches of ``flush_every`` keys).
 * ``ltm_recall_at_3_{n}``: over up to 100 of the headline steps' LTM queries, the share of the exact top 3
   tokens (brute force over every live token) that the index search returned, measured after those steps.
+* ``ltm_search_ms_{n}`` and ``bruteforce_search_ms_{n}``: for those queries, the median time of one index
+  search (:meth:`TokenIndex.search`, top 3) and of one brute-force top-3 search over the same tokens;
+  ``ltm_search_ms_{n}_vs_bruteforce`` is their ratio and ``median_ms_{n}_vs_bruteforce`` the headline step's
+  median over one brute-force search (the step's cost in units of this machine's brute-force search).
 * ``bytes_per_obs``: :meth:`Mem4NavMemory.memory_bytes` after the last size over observations stored
   (model weights excluded); ``stored_observations``, ``octree_leaves``, ``graph_nodes`` and ``ltm_tokens``
   describe that final memory.
@@ -43,17 +56,18 @@ Keys (``{n}`` is ``1k``, ``10k``, ``100k``, ``1m`` or the size itself):
   (:meth:`SparseOctree.insert`; open3d's ``PointCloud`` conversion plus ``convert_from_point_cloud`` at
   depth 10). Like for like: both get the same leaf edge, the slab's extent / 2**10 (what open3d's depth-10
   tree over the slab's bounding cube gets; the cube is expanded by 1e-6 so no point lies on its far
-  faces), and both times include converting the input.
+  faces), and both times include converting the input. ``octree_inserts_per_s_vs_open3d`` is their ratio.
 * ``octree_queries_per_s`` and ``open3d_queries_per_s``: leaf look-ups per second for ``octree_queries``
   of those points, one Python call per point on both sides (:meth:`SparseOctree.encode_one` plus
   :meth:`SparseOctree.lookup`; open3d's ``locate_leaf_node``, which has no batch form). Every probe must
-  find its leaf on both sides.
+  find its leaf on both sides. ``octree_queries_per_s_vs_open3d`` is their ratio.
 * ``octree_batch_queries_per_s``: the same look-ups in one vectorised call, which open3d has no
   counterpart for.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 import time
@@ -69,6 +83,22 @@ from vlnkit.memory.octree import SparseOctree
 
 _SIZE_NAMES = {1_000: "1k", 10_000: "10k", 100_000: "100k", 1_000_000: "1m"}
 _CHUNK = 8192
+BRUTEFORCE = "bruteforce: exact top-3 over the same LTM tokens (one matrix-vector product, 1 thread)"
+OPEN3D = "open3d: its octree on the same points"
+QUICK = {"sizes": (1_000, 10_000), "timed_steps": 200, "octree_points": 200_000, "octree_queries": 5_000}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--sizes``, ``--timed-steps``, ``--dim``, ``--seed`` and the octree comparison's size."""
+    parser.add_argument("--sizes", type=lambda text: [int(size) for size in text.split(",")],
+                        default=[1_000, 10_000, 100_000, 1_000_000], help="stored observations, comma-separated")
+    parser.add_argument("--timed-steps", type=int, default=1000, help="timed write+retrieve steps per size")
+    parser.add_argument("--dim", type=int, default=128, help="observation embedding size")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--octree-points", type=int, default=1_000_000, help="points of the octree comparison")
+    parser.add_argument("--octree-queries", type=int, default=20_000, help="leaf look-ups of the octree comparison")
+    parser.add_argument("--no-open3d", dest="include_open3d", action="store_false",
+                        help="skip open3d's side of the octree comparison")
 
 
 def size_name(size: int) -> str:
@@ -112,7 +142,7 @@ class AppearanceField:
         return (noisy / np.linalg.norm(noisy, axis=1, keepdims=True)).astype(np.float32)
 
 
-def run_memory_benchmark(
+def run(
     sizes: Sequence[int] = (1_000, 10_000, 100_000, 1_000_000),
     timed_steps: int = 1000,
     dim: int = 128,
@@ -130,7 +160,8 @@ def run_memory_benchmark(
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
     try:
-        result: dict[str, Any] = {"dim": dim, "timed_steps": timed_steps}
+        baseline = "; ".join([BRUTEFORCE, OPEN3D] if include_open3d else [BRUTEFORCE])
+        result: dict[str, Any] = {"baseline": baseline, "dim": dim, "timed_steps": timed_steps}
         say = _progress if progress else _quiet
         result.update(_latencies(sorted(sizes), timed_steps, dim, seed, config, say))
         against = " against open3d" if include_open3d else ""
@@ -181,7 +212,9 @@ def _latencies(
         out.update(_summary(policy, name, "default_policy_"))
         out[f"default_policy_stm_hit_rate_{name}"] = round(sources.get("stm", 0) / timed_steps, 4)
         if memory.ltm is not None and asked:
-            out[f"ltm_recall_at_3_{name}"] = _ltm_recall(memory, asked)
+            out.update(_ltm_search(memory, asked, name))
+            out[f"median_ms_{name}_vs_bruteforce"] = round(
+                out[f"median_ms_{name}"] / out[f"bruteforce_search_ms_{name}"], 2)
         say(f"{name}: done in {time.perf_counter() - started:.1f} s, median LTM step {out[f'median_ms_{name}']} ms")
     memory.flush()
     out["bytes_per_obs"] = int(memory.memory_bytes() / memory.writes)
@@ -221,16 +254,37 @@ def _timed(
     return latencies, sources, asked
 
 
-def _ltm_recall(memory: Mem4NavMemory, asked: list[tuple[np.ndarray, np.ndarray]]) -> float:
-    """Recall@3 of the LTM's index search against brute force, for the LTM queries of ``asked``."""
+def _ltm_search(memory: Mem4NavMemory, asked: list[tuple[np.ndarray, np.ndarray]], name: str) -> dict[str, float]:
+    """For the LTM queries of ``asked``: recall@3 of the LTM's index search against brute force, and the
+    median time of one index search and of one brute-force top-3 search over the same tokens."""
     ltm = memory.ltm
     ltm.flush()
     embeddings = np.stack([embedding for embedding, _ in asked])
     positions = np.stack([position for _, position in asked]).astype(np.float32)
     queries = ltm.model.inference().query(embeddings, positions)
     exact = ltm.index.exact_search(queries, 3)
-    hits = [len(set(ltm.index.search(q, 3)[0].tolist()) & set(e.tolist())) for q, e in zip(queries, exact)]
-    return round(sum(hits) / exact.size, 4)
+    found, search_ns = [], []
+    for q in queries:
+        start = time.perf_counter_ns()
+        keys, _ = ltm.index.search(q, 3)
+        search_ns.append(time.perf_counter_ns() - start)
+        found.append(keys)
+    hits = [len(set(f.tolist()) & set(e.tolist())) for f, e in zip(found, exact)]
+    tokens = torch.from_numpy(ltm.index.get(ltm.index.keys()))
+    norms = (tokens * tokens).sum(dim=1)
+    k = min(3, len(tokens))
+    brute_ns = []
+    for q in torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)):
+        start = time.perf_counter_ns()
+        torch.topk(norms - 2.0 * (tokens @ q), k, largest=False)
+        brute_ns.append(time.perf_counter_ns() - start)
+    search, brute = float(np.median(search_ns)), float(np.median(brute_ns))
+    return {
+        f"ltm_recall_at_3_{name}": round(sum(hits) / exact.size, 4),
+        f"ltm_search_ms_{name}": _ms(search),
+        f"bruteforce_search_ms_{name}": _ms(brute),
+        f"ltm_search_ms_{name}_vs_bruteforce": round(search / brute, 4),
+    }
 
 
 def _observations(total: int, dim: int, seed: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
@@ -266,6 +320,8 @@ def _octree_rates(points: int, queries: int, seed: int, include_open3d: bool) ->
         raise AssertionError("octree lookup missed an inserted point")
     if include_open3d:
         out.update(_open3d_rates(cloud, probes))
+        out["octree_inserts_per_s_vs_open3d"] = round(out["octree_inserts_per_s"] / out["open3d_inserts_per_s"], 3)
+        out["octree_queries_per_s_vs_open3d"] = round(out["octree_queries_per_s"] / out["open3d_queries_per_s"], 3)
     return out
 
 

@@ -1,6 +1,7 @@
-"""Continuous navigation speed: env steps with RGB-D, panoramas, scene build time, geodesic queries.
+"""Continuous navigation speed: env steps with RGB-D and panoramas against bare renders in the same run,
+plus scene build time and geodesic queries.
 
-``vlnkit bench continuous`` prints :func:`run_continuous_benchmark`'s result as one JSON line:
+``vlnkit bench continuous [--seconds S] [--seed N]`` prints :func:`run`'s result as one JSON line:
 
 - ``rgbd_steps_per_s``: ``gymnasium.make("vlnkit/VLNCE-v0")`` steps per second on one synthetic house in
   one process, RGB 224x224 + depth 256x256 rendered every step, uniformly random movement actions
@@ -11,10 +12,16 @@
   subdivided) plus computing its navigable floor (median of 3);
 - ``geodesic_query_ms``: one geodesic distance query between random floor points once the goal's field
   is computed.
+
+Baseline: ``renders_per_s``, the backend's bare ``render()`` (the env's RGB and depth sensors, one pose,
+no env step) at the same floor points; ``rgbd_steps_per_s_vs_render``,
+``rgbd_steps_per_s_guided_vs_render`` and ``panoramas_per_s_vs_render`` divide by it. ``scene_build_s``
+and ``geodesic_query_ms`` are absolute figures.
 """
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -23,9 +30,17 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from vlnkit.envs.street.benchmark import timed_rate
+from vlnkit.benchmarks.street import timed_rate
 
 BENCH_TRIANGLES = 100_000
+BASELINE = "render: the backend's bare RGB-D render() at the same floor points (no env step)"
+QUICK = {"seconds": 1.0}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--seconds``, ``--seed``."""
+    parser.add_argument("--seconds", type=float, default=3.0, help="time spent on each rate")
+    parser.add_argument("--seed", type=int, default=0)
 
 
 def _env_rate(env: gymnasium.Env, seed: int, seconds: float) -> float:
@@ -69,7 +84,7 @@ def heavy_house_glb(path: Path, seed: int = 0, triangles: int = BENCH_TRIANGLES)
     return total
 
 
-def run_continuous_benchmark(seconds: float = 3.0, seed: int = 0) -> dict[str, Any]:
+def run(seconds: float = 3.0, seed: int = 0) -> dict[str, Any]:
     """Measure the continuous-navigation stack (see the module docstring); returns a JSON-able dict."""
     import vlnkit.envs.continuous  # noqa: F401  (registers the environment)
     from vlnkit.envs.continuous.mesh_backend import load_scene
@@ -100,6 +115,15 @@ def run_continuous_benchmark(seconds: float = 3.0, seed: int = 0) -> dict[str, A
         panorama()
         panoramas = timed_rate(panorama, seconds)
 
+        def render() -> int:
+            backend.set_agent_state(points[cursor[0] % len(points)], [0.0, 0.0, 0.0, 1.0])
+            cursor[0] += 1
+            backend.render()
+            return 1
+
+        render()
+        renders = timed_rate(render, seconds)
+
         goal = points[0]
         backend.geodesic_distance(points[1], [goal])
         queries = points * 50
@@ -118,9 +142,14 @@ def run_continuous_benchmark(seconds: float = 3.0, seed: int = 0) -> dict[str, A
             builds.append(time.perf_counter() - start)
         cells = scene.navmesh.num_cells
     return {
+        "baseline": BASELINE,
         "rgbd_steps_per_s": round(rates[False], 1),
         "rgbd_steps_per_s_guided": round(rates[True], 1),
         "panoramas_per_s": round(panoramas, 1),
+        "renders_per_s": round(renders, 1),
+        "rgbd_steps_per_s_vs_render": round(rates[False] / renders, 4),
+        "rgbd_steps_per_s_guided_vs_render": round(rates[True] / renders, 4),
+        "panoramas_per_s_vs_render": round(panoramas / renders, 4),
         "scene_build_s": round(float(np.median(builds)), 3),
         "geodesic_query_ms": round(query_ms, 4),
         "scene_triangles": triangles,
@@ -128,4 +157,5 @@ def run_continuous_benchmark(seconds: float = 3.0, seed: int = 0) -> dict[str, A
         "house_rooms": summary["rooms"],
         "rgb": [224, 224],
         "depth": [256, 256],
+        "seconds": seconds,
     }

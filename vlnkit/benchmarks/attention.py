@@ -1,13 +1,24 @@
-"""Attention kernel benchmark for a CUDA GPU: lightning attention vs fla and SDPA, sparse patterns vs SDPA.
+"""Attention kernel benchmark for a CUDA GPU: lightning attention and fla against SDPA, sparse patterns against
+SDPA, all at the same shapes in the same run.
 
-Default shape: B=4, H=32, D=128, bf16, causal, N from 1K to 64K. Prints Markdown tables, then one JSON line
-with every figure. Times are medians of CUDA-event timings (L2 flushed between runs), in milliseconds.
+Default shape: B=4, H=32, D=128, bf16, causal, N from 1K to 64K. Prints one JSON line with every figure
+(``dense`` and ``sparse``: one row per length); each row also goes to stderr as it is measured, and the
+Markdown tables at the end. Times are medians of CUDA-event timings (L2 flushed between runs), in
+milliseconds.
 
-    python benchmarks/attention.py                              # everything
-    python benchmarks/attention.py --parts lightning,sdpa       # a subset (lightning, fla, sdpa, sparse)
-    python benchmarks/attention.py --tune 16384                 # time launch shapes of the lightning scan
+    vlnkit bench attention                              # everything
+    vlnkit bench attention --parts lightning,sdpa       # a subset (lightning, fla, sdpa, sparse)
+    vlnkit bench attention --tune 16384                 # time launch shapes of the lightning scan
 
-fla (flash-linear-attention) is optional: without it its columns are left empty.
+Baseline: SDPA with the flash backend at the same length and shape. ``dense`` rows: ``sdpa_fwd`` and
+``sdpa_fwdbwd`` (causal), with ``lightning_fwd_vs_sdpa``, ``lightning_fwdbwd_vs_sdpa``, ``fla_fwd_vs_sdpa``
+and ``fla_fwdbwd_vs_sdpa`` (time over SDPA's time: below 1 is faster). ``sparse`` rows: LongGen and
+AnchorAttention against ``sdpa_causal_fwd`` (``longgen_sink_window_fwd_vs_sdpa``,
+``longgen_strided_fwd_vs_sdpa``, ``anchor_fwd_vs_sdpa``), PARO against non-causal ``sdpa_full_fwd``
+(``paro_fwd_vs_sdpa``). ``--tune`` rows are against the default launch shape (``*_ms_vs_default``).
+Without a CUDA GPU it prints ``{"name": "attention", "skipped": "needs a CUDA GPU", ...}`` and succeeds.
+
+fla (flash-linear-attention) is optional: without it its keys are left out.
 """
 
 from __future__ import annotations
@@ -18,22 +29,60 @@ import json
 import math
 import statistics
 import sys
-from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vlnkit.perception.kernels import lightning_attn, transnormer_slopes  # noqa: E402
-from vlnkit.perception.kernels.anchor import AnchorConfig, anchor_attention, anchor_recall  # noqa: E402
-from vlnkit.perception.kernels.longgen import block_density, longgen_attention, longgen_block_mask  # noqa: E402
-from vlnkit.perception.kernels.paro import calibrate_paro, paro_attention  # noqa: E402
+from vlnkit.perception.kernels import lightning_attn, transnormer_slopes
+from vlnkit.perception.kernels.anchor import AnchorConfig, anchor_attention, anchor_recall
+from vlnkit.perception.kernels.longgen import block_density, longgen_attention, longgen_block_mask
+from vlnkit.perception.kernels.paro import calibrate_paro, paro_attention
 
 DEFAULT_NS = [1024, 2048, 4096, 8192, 16384, 32768, 65536]
 SPARSE_NS = [4096, 16384, 32768, 65536]
+PARTS = ("lightning", "fla", "sdpa", "sparse")
+SPARSE_PATTERNS = ("longgen", "anchor", "paro")
+BASELINE = "sdpa: torch SDPA (flash backend) at the same shapes"
+QUICK = {"ns": [1024, 4096, 16384], "sparse_ns": [4096, 16384], "recall_n": 16384}
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Shapes, parts and pattern parameters (``vlnkit bench attention --help``)."""
+    parser.add_argument("--ns", type=_ints, default=DEFAULT_NS, help="sequence lengths of the dense rows")
+    parser.add_argument("--sparse-ns", type=_ints, default=SPARSE_NS, help="sequence lengths of the sparse rows")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=32)
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--skip-backward", action="store_true")
+    parser.add_argument("--parts", type=lambda x: x.split(","), default=list(PARTS),
+                        help="comma list of lightning, fla, sdpa, sparse")
+    parser.add_argument("--sparse-patterns", type=lambda x: x.split(","), default=list(SPARSE_PATTERNS),
+                        help="comma list of longgen, anchor, paro")
+    parser.add_argument("--window", type=int, default=4096, help="LongGen sliding window")
+    parser.add_argument("--local-blocks", type=int, default=8, help="LongGen strided: local 128-blocks")
+    parser.add_argument("--stride", type=int, default=8, help="LongGen strided: every stride-th block")
+    parser.add_argument("--theta", type=float, default=12.0, help="AnchorAttention margin")
+    parser.add_argument("--anchor-logit-std", type=float, default=5.0, help="spread of synthetic logits")
+    parser.add_argument("--recall-n", type=int, default=32768)
+    parser.add_argument("--paro-density", type=float, default=0.3)
+    parser.add_argument("--tune", type=int, default=0, help="time scan launch shapes at this length instead")
+
+
+def _progress(line: str) -> None:
+    """A progress line (a measured row, a table) on stderr, so stdout carries only the JSON line."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def _ratio(row: dict, figure: str, baseline: str) -> None:
+    """``row[figure + "_vs_sdpa"]``: ``figure`` over ``baseline`` when the row has both."""
+    if figure in row and baseline in row:
+        row[f"{figure}_vs_sdpa"] = round(row[figure] / row[baseline], 4)
 
 
 def bench(fn: Callable[[], object], budget_ms: float = 400.0, max_reps: int = 100) -> float:
@@ -110,8 +159,11 @@ def dense_rows(ns: list[int], b: int, h: int, d: int, with_backward: bool, parts
                     row["sdpa_fwd"] = bench(sdpa, budget_ms=300)
                 if with_backward:
                     row["sdpa_fwdbwd"] = bench(fwd_bwd(sdpa, [q, k, v], grad), budget_ms=300)
+        for ours_or_fla in ("lightning", "fla"):
+            _ratio(row, f"{ours_or_fla}_fwd", "sdpa_fwd")
+            _ratio(row, f"{ours_or_fla}_fwdbwd", "sdpa_fwdbwd")
         rows.append(row)
-        print(json.dumps(row), flush=True)
+        _progress(json.dumps(row))
         torch.cuda.empty_cache()
     return rows
 
@@ -183,15 +235,19 @@ def sparse_rows(
                 row["paro_quant_error"] = paro_attention(q, k, v, plan, return_stats=True)[1].quant_error
                 with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
                     row["sdpa_full_fwd"] = bench(lambda: F.scaled_dot_product_attention(q, k, v), 300)
+        for name in ("longgen_sink_window", "longgen_strided", "anchor"):
+            _ratio(row, f"{name}_fwd", "sdpa_causal_fwd")
+        _ratio(row, "paro_fwd", "sdpa_full_fwd")
         row["compiled_graphs"] = torch._dynamo.utils.counters["stats"]["unique_graphs"]
         rows.append(row)
-        print(json.dumps(row), flush=True)
+        _progress(json.dumps(row))
         torch.cuda.empty_cache()
     return rows
 
 
-def tune(n: int, b: int, h: int, d: int) -> None:
-    """Time launch shapes of the scan kernel (forward and reverse) at one length and print them."""
+def tune_scan(n: int, b: int, h: int, d: int) -> list[dict[str, Any]]:
+    """Time launch shapes of the scan kernel (forward and reverse) at one length; one row per shape, the
+    default first, each also against the default (a table of them goes to stderr)."""
     from vlnkit.perception.kernels.lightning.triton_kernels import ScanConfig, default_config, triton_chunk_scan
 
     q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
@@ -203,14 +259,22 @@ def tune(n: int, b: int, h: int, d: int) -> None:
             (128, 64, 8, 2), (128, 32, 4, 2), (128, 64, 4, 2), (32, 64, 4, 2), (32, 32, 2, 2), (64, 128, 4, 2),
         )
     ]
-    print(f"| config (N={n}) | forward ms | reverse ms |\n|---|---|---|")
+    _progress(f"| config (N={n}) | forward ms | reverse ms |\n|---|---|---|")
+    rows: list[dict[str, Any]] = []
     for cfg in configs:
         try:
             fwd = bench(lambda: triton_chunk_scan(q, k, v, s, reverse=False, output_state=False, config=cfg))
             rev = bench(lambda: triton_chunk_scan(q, k, v, s, reverse=True, output_state=False, config=cfg))
-            print(f"| {cfg} | {fwd:.3f} | {rev:.3f} |", flush=True)
+            _progress(f"| {cfg} | {fwd:.3f} | {rev:.3f} |")
+            row: dict[str, Any] = {"config": str(cfg), "forward_ms": fwd, "reverse_ms": rev}
+            if rows and "forward_ms" in rows[0]:
+                row["forward_ms_vs_default"] = round(fwd / rows[0]["forward_ms"], 4)
+                row["reverse_ms_vs_default"] = round(rev / rows[0]["reverse_ms"], 4)
+            rows.append(row)
         except Exception as exc:  # a shape may not compile (resources): report it and go on
-            print(f"| {cfg} | failed: {type(exc).__name__}: {str(exc)[:80]} | |", flush=True)
+            _progress(f"| {cfg} | failed: {type(exc).__name__}: {str(exc)[:80]} | |")
+            rows.append({"config": str(cfg), "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+    return rows
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
@@ -218,18 +282,19 @@ def fmt(value: float | None, digits: int = 3) -> str:
 
 
 def print_tables(dense: list[dict], sparse: list[dict]) -> None:
-    print("\n| N | lightning fwd | lightning fwd+bwd | fla fwd | fla fwd+bwd | SDPA flash fwd | SDPA fwd+bwd | "
-          "lightning M tok/s | fla M tok/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    _progress("\n| N | lightning fwd | lightning fwd+bwd | fla fwd | fla fwd+bwd | SDPA flash fwd | SDPA fwd+bwd | "
+              "lightning M tok/s | fla M tok/s |")
+    _progress("|---|---|---|---|---|---|---|---|---|")
     for r in dense:
-        print(f"| {r['N']} | {fmt(r.get('lightning_fwd'))} | {fmt(r.get('lightning_fwdbwd'))} | {fmt(r.get('fla_fwd'))}"
-              f" | {fmt(r.get('fla_fwdbwd'))} | {fmt(r.get('sdpa_fwd'))} | {fmt(r.get('sdpa_fwdbwd'))}"
-              f" | {fmt(r.get('lightning_Mtok_s'), 1)} | {fmt(r.get('fla_Mtok_s'), 1)} |")
+        _progress(f"| {r['N']} | {fmt(r.get('lightning_fwd'))} | {fmt(r.get('lightning_fwdbwd'))}"
+                  f" | {fmt(r.get('fla_fwd'))} | {fmt(r.get('fla_fwdbwd'))}"
+                  f" | {fmt(r.get('sdpa_fwd'))} | {fmt(r.get('sdpa_fwdbwd'))}"
+                  f" | {fmt(r.get('lightning_Mtok_s'), 1)} | {fmt(r.get('fla_Mtok_s'), 1)} |")
     if not sparse:
         return
-    print("\n| N | SDPA causal fwd | LongGen sink+window (density) | LongGen strided (density) | "
-          "Anchor (density / tiles) | Anchor recall | SDPA full fwd | PARO (density, INT8 QK err) |")
-    print("|---|---|---|---|---|---|---|---|")
+    _progress("\n| N | SDPA causal fwd | LongGen sink+window (density) | LongGen strided (density) | "
+              "Anchor (density / tiles) | Anchor recall | SDPA full fwd | PARO (density, INT8 QK err) |")
+    _progress("|---|---|---|---|---|---|---|---|")
     for r in sparse:
         cells = [str(r["N"]), fmt(r["sdpa_causal_fwd"])]
         for name in ("longgen_sink_window", "longgen_strided"):
@@ -239,49 +304,34 @@ def print_tables(dense: list[dict], sparse: list[dict]) -> None:
         cells += [fmt(r.get("anchor_recall"), 4), fmt(r.get("sdpa_full_fwd"))]
         cells.append(f"{fmt(r['paro_fwd'])} ({r['paro_density']:.0%}, {r['paro_quant_error']:.2e})"
                      if "paro_fwd" in r else "")
-        print("| " + " | ".join(cells) + " |")
+        _progress("| " + " | ".join(cells) + " |")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ns", type=lambda x: [int(v) for v in x.split(",")], default=DEFAULT_NS)
-    parser.add_argument("--sparse-ns", type=lambda x: [int(v) for v in x.split(",")], default=SPARSE_NS)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--heads", type=int, default=32)
-    parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--skip-backward", action="store_true")
-    parser.add_argument("--parts", type=lambda x: set(x.split(",")), default={"lightning", "fla", "sdpa", "sparse"},
-                        help="comma list of lightning, fla, sdpa, sparse")
-    parser.add_argument("--sparse-patterns", type=lambda x: set(x.split(",")), default={"longgen", "anchor", "paro"},
-                        help="comma list of longgen, anchor, paro")
-    parser.add_argument("--window", type=int, default=4096, help="LongGen sliding window")
-    parser.add_argument("--local-blocks", type=int, default=8, help="LongGen strided: local 128-blocks")
-    parser.add_argument("--stride", type=int, default=8, help="LongGen strided: every stride-th block")
-    parser.add_argument("--theta", type=float, default=12.0, help="AnchorAttention margin")
-    parser.add_argument("--anchor-logit-std", type=float, default=5.0, help="spread of synthetic logits")
-    parser.add_argument("--recall-n", type=int, default=32768)
-    parser.add_argument("--paro-density", type=float, default=0.3)
-    parser.add_argument("--tune", type=int, default=0, help="time scan launch shapes at this length and exit")
-    args = parser.parse_args()
+def run(ns: list[int] = DEFAULT_NS, sparse_ns: list[int] = SPARSE_NS, batch: int = 4, heads: int = 32,
+        dim: int = 128, skip_backward: bool = False, parts: Any = PARTS, sparse_patterns: Any = SPARSE_PATTERNS,
+        window: int = 4096, local_blocks: int = 8, stride: int = 8, theta: float = 12.0,
+        anchor_logit_std: float = 5.0, recall_n: int = 32768, paro_density: float = 0.3,
+        tune: int = 0) -> dict[str, Any]:
+    """Measure what the module docstring describes; ``skipped`` without a CUDA GPU."""
     if not torch.cuda.is_available():
-        sys.exit("benchmarks/attention.py needs a CUDA GPU")
+        return {"skipped": "needs a CUDA GPU", "baseline": BASELINE}
+    parts, sparse_patterns = set(parts), set(sparse_patterns)
+    args = argparse.Namespace(window=window, local_blocks=local_blocks, stride=stride, theta=theta,
+                              anchor_logit_std=anchor_logit_std, recall_n=recall_n, paro_density=paro_density,
+                              sparse_patterns=sparse_patterns)
     torch.manual_seed(0)
-    print(f"# {torch.cuda.get_device_name()} torch {torch.__version__} B={args.batch} H={args.heads} "
-          f"D={args.dim} bf16", flush=True)
-    if args.tune:
-        tune(args.tune, args.batch, args.heads, args.dim)
-        return
+    head = {"baseline": BASELINE, "device": torch.cuda.get_device_name(), "torch": torch.__version__,
+            "batch": batch, "heads": heads, "dim": dim}
+    _progress(f"# {head['device']} torch {torch.__version__} B={batch} H={heads} D={dim} bf16")
+    if tune:
+        return {**head, "baseline": "default: the scan kernel's default launch shape", "tune_n": tune,
+                "tune": tune_scan(tune, batch, heads, dim)}
     dense = []
-    if args.parts & {"lightning", "fla", "sdpa"}:
-        dense = dense_rows(args.ns, args.batch, args.heads, args.dim, not args.skip_backward, args.parts)
+    if parts & {"lightning", "fla", "sdpa"}:
+        dense = dense_rows(ns, batch, heads, dim, not skip_backward, parts)
     sdpa_causal = {r["N"]: r["sdpa_fwd"] for r in dense if "sdpa_fwd" in r}
     sparse = []
-    if "sparse" in args.parts:
-        sparse = sparse_rows(args.sparse_ns, args.batch, args.heads, args.dim, sdpa_causal, args)
+    if "sparse" in parts:
+        sparse = sparse_rows(sparse_ns, batch, heads, dim, sdpa_causal, args)
     print_tables(dense, sparse)
-    print(json.dumps({"device": torch.cuda.get_device_name(), "batch": args.batch, "heads": args.heads,
-                      "dim": args.dim, "dense": dense, "sparse": sparse}))
-
-
-if __name__ == "__main__":
-    main()
+    return {**head, "dense": dense, "sparse": sparse}

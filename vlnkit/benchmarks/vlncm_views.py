@@ -1,6 +1,6 @@
 """View-selection accuracy of each image-text scorer backend on held-out synthetic views.
 
-    python benchmarks/vlncm_views.py [--houses-seed 0 --houses-count 4] [--places 30]
+    vlnkit bench vlncm_views [--houses-seed 0 --houses-count 4] [--places 30]
         [--synth-clip runs/clip/tiny_clip.pt] [--clip-dir DIR | --tiny-random-clip]
 
 The views are 12-view panoramas (224 x 224, as the VLN-CE environment renders them) at random floor points
@@ -11,13 +11,16 @@ most pixels (:func:`vlnkit.perception.scorers.synthetic.selection_queries`). Rep
 top-1 accuracy (``exact``) and within one view (30 degrees), next to chance. Backends: ``semantic``
 (simulator labels + all-MiniLM-L6-v2), ``synth_clip`` (when its weights exist), ``clip`` (with a local
 CLIP folder, or ``--tiny-random-clip``: an untrained 2-layer CLIP, the floor any real weights should beat).
-Prints one JSON object.
+Prints one JSON line: ``panoramas``, ``queries``, and per backend ``exact``, ``within_one``,
+``chance_exact``, ``chance_within_one`` and ``ms_per_panorama``.
+
+Baseline: chance on the same queries (1/12 top-1, 3/12 within one view); ``exact_vs_chance`` and
+``within_one_vs_chance`` divide each backend's accuracy by it. ``ms_per_panorama`` is absolute.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +31,22 @@ from vlnkit.perception.scorers.synthetic import selection_accuracy, selection_qu
 from vlnkit.perception.scorers.training import heldout_places
 
 
-def tiny_random_clip(folder: Path) -> Path:
+BASELINE = "chance: a uniformly random view for the same queries (1/12 top-1, 3/12 within one view)"
+QUICK = {"places": 5}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The held-out release, the number of panoramas and the backends' weights."""
+    parser.add_argument("--houses-seed", type=int, default=0)
+    parser.add_argument("--houses-count", type=int, default=4)
+    parser.add_argument("--places", type=int, default=30, help="panoramas per held-out scene")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--synth-clip", default="runs/clip/tiny_clip.pt", help="weights from `vlnkit train clip`")
+    parser.add_argument("--clip-dir", default=None, help="a local CLIP folder (save_pretrained layout)")
+    parser.add_argument("--tiny-random-clip", action="store_true", help="score an untrained tiny CLIP as `clip`")
+
+
+def write_tiny_random_clip(folder: Path) -> Path:
     """Write an untrained 2-layer CLIP with a byte-level tokenizer to ``folder`` (offline)."""
     import torch
     from tokenizers import pre_tokenizers
@@ -50,34 +68,25 @@ def tiny_random_clip(folder: Path) -> Path:
     return folder
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--houses-seed", type=int, default=0)
-    parser.add_argument("--houses-count", type=int, default=4)
-    parser.add_argument("--places", type=int, default=30, help="panoramas per held-out scene")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--synth-clip", default="runs/clip/tiny_clip.pt", help="weights from `vlnkit train clip`")
-    parser.add_argument("--clip-dir", default=None, help="a local CLIP folder (save_pretrained layout)")
-    parser.add_argument("--tiny-random-clip", action="store_true", help="score an untrained tiny CLIP as `clip`")
-    args = parser.parse_args()
-
-    places = heldout_places(args.houses_seed, args.houses_count, args.places, 224, args.seed)
-    queries = selection_queries(places)
+def run(houses_seed: int = 0, houses_count: int = 4, places: int = 30, seed: int = 0,
+        synth_clip: str = "runs/clip/tiny_clip.pt", clip_dir: str | None = None,
+        tiny_random_clip: bool = False) -> dict[str, Any]:
+    """Score each backend as the module docstring describes; returns a JSON-able dict."""
+    views = heldout_places(houses_seed, houses_count, places, 224, seed)
+    queries = selection_queries(views)
     with tempfile.TemporaryDirectory() as tmp:
         scorers: dict[str, ImageTextScorer] = {"semantic": create_scorer("semantic")}
-        if Path(args.synth_clip).is_file():
-            scorers["synth_clip"] = create_scorer("synth_clip", weights=args.synth_clip)
-        if args.clip_dir or args.tiny_random_clip:
-            folder = Path(args.clip_dir) if args.clip_dir else tiny_random_clip(Path(tmp))
+        if Path(synth_clip).is_file():
+            scorers["synth_clip"] = create_scorer("synth_clip", weights=synth_clip)
+        if clip_dir or tiny_random_clip:
+            folder = Path(clip_dir) if clip_dir else write_tiny_random_clip(Path(tmp))
             scorers["clip"] = create_scorer("clip", model_dir=folder)
-        out: dict[str, Any] = {"panoramas": len(places), "queries": len(queries)}
+        out: dict[str, Any] = {"baseline": BASELINE, "panoramas": len(views), "queries": len(queries)}
         for name, scorer in scorers.items():
             started = time.perf_counter()
-            result = selection_accuracy(scorer, places, queries)
+            result = selection_accuracy(scorer, views, queries)
             out[name] = {**{k: round(v, 4) for k, v in result.items()},
-                         "ms_per_panorama": round(1000 * (time.perf_counter() - started) / max(len(places), 1), 1)}
-    print(json.dumps(out, indent=2))
-
-
-if __name__ == "__main__":
-    main()
+                         "exact_vs_chance": round(result["exact"] / result["chance_exact"], 3),
+                         "within_one_vs_chance": round(result["within_one"] / result["chance_within_one"], 3),
+                         "ms_per_panorama": round(1000 * (time.perf_counter() - started) / max(len(views), 1), 1)}
+    return out
