@@ -88,6 +88,20 @@ def test_erosion_keeps_the_agent_radius_from_walls(door_room):
     assert nav.locate([3.0, 0.0, 2.0]) >= 0  # in the door
 
 
+@pytest.mark.parametrize("radius", [0.1, 0.18])
+def test_erosion_is_euclidean_and_exactly_the_radius(radius):
+    # Grid origin is the mesh minimum minus 1 mm, so cell centres sit at x = 0.024 + 0.05 k.
+    nav = build_navmesh(room_with_door(), AgentSpec(radius=radius))
+    centres = np.arange(0.024, 2.95, 0.05)
+    gap = 2.95 - centres  # distance of each centre from the wall face at x = 2.95
+    kept = np.array([nav.locate([x, 0.0, 0.524]) >= 0 for x in centres])
+    np.testing.assert_array_equal(kept[gap < 0.9], gap[gap < 0.9] >= radius)
+    # Beside the door jamb's corner (2.95, 1.5) a centre is kept by its straight-line distance to the
+    # corner, not by its distance along the grid.
+    for x, z in ((2.874, 1.574), (2.824, 1.574), (2.874, 1.624), (2.824, 1.624)):
+        assert (nav.locate([x, 0.0, z]) >= 0) == (math.hypot(2.95 - x, z - 1.5) >= radius), (x, z)
+
+
 def test_headroom_steps_and_islands():
     table = [box((1.0, 0.7, 1.0), (2.0, 0.75, 2.0))] + [box((x, 0, z), (x + 0.05, 0.7, z + 0.05)) for x in (1.0, 1.95) for z in (1.0, 1.95)]
     step = [box((4.0, 0.0, 0.5), (5.0, 0.15, 1.5))]

@@ -10,8 +10,11 @@ builds habitat-sim's navmesh) with the same parameters:
    top slice holds a walkable sample; it is a floor cell when the next run above leaves at least the
    agent's height of headroom. A column may hold several floor cells (storeys, tables).
 3. Floor cells in neighbouring columns are linked when their heights differ by at most ``max_climb``.
-   Cells missing any of their 8 links lie on a border (wall, drop, edge of the mesh); cells closer to a
-   border than the agent's radius are removed (erosion).
+   The sides of a cell that misses one of its 8 links face an obstacle (wall, drop, edge of the mesh);
+   where that neighbouring column holds wall samples, the side is moved onto the wall's face. These
+   sides, sampled every quarter cell, are the obstacle boundary. A cell is eroded when the horizontal
+   Euclidean distance from its centre to the boundary of its own level is below the agent's radius,
+   so the agent keeps exactly its radius from walls, to within a cell's quantisation.
 4. The remaining cells are linked to their 16 neighbours (the 8 around plus the 8 knight moves, each
    only when the cells it crosses are navigable, so paths do not cut corners), weighted by 3-D length.
    Geodesic distances from a goal are one Dijkstra search on that graph with
@@ -22,7 +25,7 @@ Positions between cell centres are answered by the nearest cells: geodesic dista
 the cell of the point and its 8 neighbours of the cell's distance plus the straight hop to it.
 Motion along the floor samples the segment every half cell; it stops before the first sample off the
 floor or across a step higher than ``max_climb``. Sliding walks the blocked remainder of a motion again
-along the wall's tangent (the wall's normal being the gradient of the distance to the nearest border)
+along the wall's tangent (the wall's normal pointing from the nearest boundary point to the cell)
 and along each axis, keeping the end closest to the target.
 """
 
@@ -319,6 +322,91 @@ class NavMesh:
         return img, extent
 
 
+BOUNDARY_SAMPLES = 5
+"""Points per cell side when the obstacle boundary is sampled (spacing cell_size / 4: a point at the
+agent radius from a side is measured to within a fraction of a millimetre)."""
+
+
+def _boundary_points(centres: np.ndarray, ix: np.ndarray, iz: np.ndarray, ring: np.ndarray, cs: float,
+                     shape: tuple[int, int], extent: np.ndarray) -> np.ndarray:
+    """Points ``(M, 3)`` along the obstacle boundary, at the floor height of the cell they face: for each
+    floor cell and each missing :data:`RING8` neighbour, the side (or corner) toward it, moved to the
+    face of the wall samples inside that neighbour's column when it holds any (``extent`` from
+    :func:`_floor_cells`), so that a wall is placed to within a sample spacing, not a cell."""
+    nx, nz = shape
+    parts = []
+    t = np.linspace(-0.5, 0.5, BOUNDARY_SAMPLES) * cs
+    for d, (dx, dz) in enumerate(RING8):
+        cells = np.flatnonzero(ring[:, d] < 0)
+        if not len(cells):
+            continue
+        c = centres[cells]
+        jx, jz = ix[cells] + dx, iz[cells] + dz
+        inside = (jx >= 0) & (jx < nx) & (jz >= 0) & (jz < nz)
+        column = np.where(inside, jx * nz + jz, 0)
+        if dx and dz:
+            corner = c + np.array([dx * cs / 2, 0.0, dz * cs / 2])
+            for axis, step, row in ((0, dx, 0 if dx > 0 else 1), (2, dz, 2 if dz > 0 else 3)):
+                face = extent[row, column]
+                edge = corner[:, axis]
+                moved = np.clip(face, edge - (cs if step < 0 else 0), edge + (cs if step > 0 else 0))
+                corner[:, axis] = np.where(inside & np.isfinite(face), moved, edge)
+            parts.append(corner)
+            continue
+        axis = 0 if dx else 2
+        step = dx if dx else dz
+        face = extent[(0 if step > 0 else 1) + (0 if dx else 2), column]
+        edge = c[:, axis] + step * cs / 2
+        side = np.where(inside & np.isfinite(face), np.clip(face, edge - (cs if step < 0 else 0), edge + (cs if step > 0 else 0)), edge)
+        pts = np.repeat(c[:, None, :], BOUNDARY_SAMPLES, axis=1)
+        pts[:, :, axis] = side[:, None]
+        across = c[:, 2 - axis, None] + t[None, :]
+        lo_face = extent[2 if dx else 0, column][:, None]
+        hi_face = extent[3 if dx else 1, column][:, None]
+        known = (inside & np.isfinite(extent[2 if dx else 0, column]))[:, None]
+        pts[:, :, 2 - axis] = np.where(known, np.clip(across, lo_face, hi_face), across)
+        parts.append(pts.reshape(-1, 3))
+    return np.concatenate(parts) if parts else np.zeros((0, 3))
+
+
+def _clearance(boundary: np.ndarray, points: np.ndarray, band: float, reach: float,
+               tree: cKDTree | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Horizontal distance from each point to the nearest boundary point within ``band`` metres of its
+    height (capped at ``reach``), and that boundary point (the point itself where none is in reach).
+
+    Boundary points of other levels (a wall's top above its foot) share the same ``(x, z)``, so the
+    nearest neighbours are fetched in growing batches until a batch reaches past the best same-level
+    one: the answer is exact, not the best of a fixed few.
+    """
+    n = len(points)
+    clearance = np.full(n, reach)
+    nearest = points.copy()
+    if len(boundary) == 0:
+        return clearance, nearest
+    tree = tree if tree is not None else cKDTree(boundary[:, [0, 2]])
+    todo = np.arange(n)
+    k = 8
+    while len(todo):
+        k = min(k, len(boundary))
+        dist, idx = tree.query(points[todo][:, [0, 2]], k=k, distance_upper_bound=reach)
+        dist, idx = dist.reshape(len(todo), k), idx.reshape(len(todo), k)
+        found = idx < len(boundary)
+        safe = np.where(found, idx, 0)
+        same_level = found & (np.abs(boundary[safe, 1] - points[todo, None, 1]) < band)
+        level_dist = np.where(same_level, dist, reach)
+        best = level_dist.argmin(axis=1)
+        rows = np.arange(len(todo))
+        value = np.minimum(level_dist[rows, best], reach)
+        clearance[todo] = value
+        hit = value < reach
+        nearest[todo[hit]] = boundary[safe[rows, best]][hit]
+        # Exact unless all k neighbours were in reach and none of them was on this level.
+        done = ~found[:, -1] | same_level.any(axis=1) | (k == len(boundary))
+        todo = todo[~done]
+        k *= 4
+    return clearance, nearest
+
+
 def _sample_triangles(tris: np.ndarray, cs: float, ch: float) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield chunks of sample points ``(N, 3)`` and the index of the triangle each came from.
 
@@ -400,14 +488,21 @@ def _crossed(dx: int, dz: int) -> list[tuple[int, int]]:
 
 
 def _floor_cells(tris: np.ndarray, agent: AgentSpec, origin: np.ndarray, cs: float, ch: float,
-                 shape: tuple[int, int], ny: int) -> tuple[np.ndarray, np.ndarray]:
-    """Column index and floor height of every floor cell with enough headroom (steps 1-2)."""
+                 shape: tuple[int, int], ny: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Column index and floor height of every floor cell with enough headroom (steps 1-2), and per
+    column the extent ``(min x, max x, min z, max z)`` of its samples of steep (wall) triangles (NaN where
+    none), which places obstacle faces inside their columns. Ceilings and other downward faces are not
+    walls: they never bound a column sideways."""
     nx, nz = shape
     normals = np.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0])
     lengths = np.linalg.norm(normals, axis=1)
     walkable_tri = normals[:, 1] >= math.cos(math.radians(agent.max_slope_deg)) * np.maximum(lengths, 1e-12)
     walkable_tri &= lengths > 0
+    wall_tri = (np.abs(normals[:, 1]) < math.cos(math.radians(agent.max_slope_deg)) * lengths) & (lengths > 0)
     all_keys, walk_keys, walk_tops = [], [], []
+    extent = np.full((4, nx * nz), np.nan)
+    extent[[0, 2]] = np.inf
+    extent[[1, 3]] = -np.inf
     for pts, tri in _sample_triangles(tris, cs, ch):
         i = np.clip(((pts[:, 0] - origin[0]) / cs).astype(np.int64), 0, nx - 1)
         k = np.clip(((pts[:, 2] - origin[2]) / cs).astype(np.int64), 0, nz - 1)
@@ -415,6 +510,13 @@ def _floor_cells(tris: np.ndarray, agent: AgentSpec, origin: np.ndarray, cs: flo
         keys = (i * nz + k) * ny + y
         all_keys.append(np.unique(keys))
         w = walkable_tri[tri]
+        steep = np.flatnonzero(wall_tri[tri])
+        if len(steep):
+            c = i[steep] * nz + k[steep]
+            np.minimum.at(extent[0], c, pts[steep, 0])
+            np.maximum.at(extent[1], c, pts[steep, 0])
+            np.minimum.at(extent[2], c, pts[steep, 2])
+            np.maximum.at(extent[3], c, pts[steep, 2])
         uk, top = _group_max(keys[w], pts[w, 1].astype(np.float64))
         walk_keys.append(uk)
         walk_tops.append(top)
@@ -427,8 +529,9 @@ def _floor_cells(tris: np.ndarray, agent: AgentSpec, origin: np.ndarray, cs: flo
     starts = np.flatnonzero(new_run)
     tops = np.append(starts[1:] - 1, len(keys) - 1)
     run_col = col[starts]
+    extent[~np.isfinite(extent)] = np.nan
     if len(wk) == 0:
-        return run_col[:0], np.zeros(0)
+        return run_col[:0], np.zeros(0), extent
     pos = np.minimum(np.searchsorted(wk, keys[tops]), len(wk) - 1)
     walkable = wk[pos] == keys[tops]
     floor_h = np.where(walkable, wtop[pos], np.nan)
@@ -436,7 +539,7 @@ def _floor_cells(tris: np.ndarray, agent: AgentSpec, origin: np.ndarray, cs: flo
     same = run_col[1:] == run_col[:-1]
     above[:-1][same] = origin[1] + level[starts[1:]][same] * ch
     ok = walkable & (above - floor_h >= agent.height)
-    return run_col[ok], floor_h[ok]
+    return run_col[ok], floor_h[ok], extent
 
 
 def build_navmesh(triangles: np.ndarray, agent: AgentSpec = AgentSpec(),
@@ -455,38 +558,26 @@ def build_navmesh(triangles: np.ndarray, agent: AgentSpec = AgentSpec(),
     ch = float(settings.cell_height)
     shape = (int(math.ceil((hi[0] - lo[0]) / cs)), int(math.ceil((hi[2] - lo[2]) / cs)))
     ny = int(math.ceil((hi[1] - lo[1]) / ch)) + 1
-    col, h = _floor_cells(tris, agent, lo, cs, ch, shape, ny)
+    col, h, extent = _floor_cells(tris, agent, lo, cs, ch, shape, ny)
     if len(col) == 0:
         raise ValueError("no navigable floor: no upward-facing surface with enough headroom for the agent")
     ix, iz = col // shape[1], col % shape[1]
     column_start = np.searchsorted(col, np.arange(shape[0] * shape[1] + 1)).astype(np.int64)
     table = _neighbour_table(ix, iz, h, column_start, shape, OFFSETS16, agent.max_climb)
 
-    # Erosion: distance from each cell to the nearest border cell over the 8-neighbour graph.
-    ring = table[:, :8]
-    steps = np.array([cs * math.hypot(dx, dz) for dx, dz in RING8])
-    rows = np.repeat(np.arange(len(h)), 8)
-    linked = ring.ravel() >= 0
-    ring_graph = csr_matrix((np.tile(steps, len(h))[linked], (rows[linked], ring.ravel()[linked])), shape=(len(h), len(h)))
-    border = np.flatnonzero((ring < 0).any(axis=1))
+    # Erosion by exactly the agent radius: the Euclidean distance from each cell centre to the obstacle
+    # boundary (the sides of floor cells that miss a neighbour), measured at the cell's own level.
+    centres = np.stack([lo[0] + (ix + 0.5) * cs, h, lo[2] + (iz + 0.5) * cs], axis=1)
+    boundary = _boundary_points(centres, ix, iz, table[:, :8], cs, shape, extent)
     reach = agent.radius + 4 * cs
-    if len(border):
-        dist = dijkstra(ring_graph, directed=True, indices=border, min_only=True, limit=reach)
-    else:
-        dist = np.full(len(h), np.inf)
-    clearance = np.minimum(dist + 0.5 * cs, reach + 0.5 * cs)
+    clearance, nearest = _clearance(boundary, centres, agent.height, reach)
     keep = clearance >= agent.radius
     if not keep.any():
         raise ValueError(f"no navigable floor: every floor cell is within the agent radius {agent.radius} m of an obstacle")
-
-    # Wall normals from the clearance gradient (a missing neighbour counts as an obstacle).
-    def around(d: int) -> np.ndarray:
-        nb = ring[:, d]
-        return np.where(nb >= 0, clearance[np.maximum(nb, 0)], 0.0)
-
-    grad = np.stack([around(0) - around(1), around(2) - around(3)], axis=1)
-    norm = np.linalg.norm(grad, axis=1, keepdims=True)
-    normal = np.divide(grad, norm, out=np.zeros_like(grad), where=(norm > 0) & (clearance[:, None] < reach))
+    # Wall normals: from the nearest boundary point toward the cell.
+    away = centres[:, [0, 2]] - nearest[:, [0, 2]]
+    norm = np.linalg.norm(away, axis=1, keepdims=True)
+    normal = np.divide(away, norm, out=np.zeros_like(away), where=(norm > 0) & (clearance[:, None] < reach))
 
     remap = np.full(len(h) + 1, -1, dtype=np.int64)
     remap[np.flatnonzero(keep)] = np.arange(int(keep.sum()))
