@@ -8,6 +8,7 @@ import trimesh
 from conftest import shared_sample
 
 from vlnkit.envs.continuous.backend import AgentSpec
+from vlnkit.envs.continuous.geodesic import path_length
 from vlnkit.envs.continuous.geometry import (
     forward_vector,
     habitat_to_zup,
@@ -56,17 +57,70 @@ def test_zup_frame_conversion():
     assert np.allclose(habitat_to_zup(zup_to_habitat(np.array([[1.0, 2.0, 3.0]]))), [[1.0, 2.0, 3.0]])
 
 
+def _exact_geodesic(nav, start, goal):
+    """Geodesic distance and shortest path from ``start`` to ``goal`` with the any-angle field."""
+    start, goal = np.asarray(start, dtype=float), np.asarray(goal, dtype=float)
+    field = nav.goal_field([nav.locate(goal)], goal[None, :])
+    cell = nav.locate(start)
+    return nav.distance_at(field, start, cell), nav.shortest_path(field, start, cell)
+
+
+def _wrap_length(start, goal, corner, radius):
+    """By hand: the shortest path from ``start`` to ``goal`` ((x, z) pairs) around a circle of ``radius``
+    about ``corner``, when the straight line would cut it: two tangents and the arc between them."""
+    cs, cg = np.subtract(start, corner), np.subtract(goal, corner)
+    ds, dg = np.linalg.norm(cs), np.linalg.norm(cg)
+    between = math.acos(np.dot(cs, cg) / (ds * dg))
+    arc = (2 * math.pi - between) - math.acos(radius / ds) - math.acos(radius / dg)
+    return math.sqrt(ds**2 - radius**2) + math.sqrt(dg**2 - radius**2) + radius * arc
+
+
+def test_geodesic_on_an_empty_floor_is_the_straight_line():
+    nav = build_navmesh(box((0, -0.05, 0), (6, 0, 4)))
+    d, path = _exact_geodesic(nav, [1.0, 0.0, 1.0], [5.0, 0.0, 3.0])
+    assert d == pytest.approx(math.hypot(4.0, 2.0), abs=0.01)
+    assert len(path) == 2
+
+
+def test_geodesic_around_the_corner_of_an_l_shaped_corridor():
+    # A 4 x 4 m floor whose quadrant x < 3, z > 1 is a solid block, leaving an L of x 0-4, z 0-1 and
+    # x 3-4, z 0-4. The path wraps the block's corner (3, 1) along a circle of the agent's radius 0.1 m.
+    nav = build_navmesh(np.concatenate([box((0, -0.05, 0), (4, 0, 4)), box((-0.1, 0, 1), (3, 2.5, 4.1))]))
+    d, path = _exact_geodesic(nav, [0.5, 0.0, 0.5], [3.5, 0.0, 3.5])
+    assert d == pytest.approx(_wrap_length((0.5, 0.5), (3.5, 3.5), (3.0, 1.0), 0.1), abs=0.01)
+    assert d == pytest.approx(path_length(path), abs=1e-9)
+
+
 def test_geodesic_goes_through_the_door(door_room):
     nav = door_room
     start, goal = np.array([1.0, 0.0, 0.5]), np.array([5.0, 0.0, 0.5])
-    field = nav.goal_field([nav.locate(goal)])
-    d = nav.distance_at(field, start, nav.locate(start))
-    # By hand: around the eroded door jambs (x 2.85 / 3.15, z 1.6): 2 * hypot(1.85, 1.1) + 0.3 = 4.605 m.
-    assert d == pytest.approx(4.605, abs=0.15)
-    path = nav.string_pull(start, nav.locate(start), nav.cell_path(field, nav.locate(start)))
-    assert np.allclose(path[0], start)
-    assert np.linalg.norm(path[-1] - goal) < 0.1
-    assert 1.4 < path[:, 2].max() < 2.5  # passes the door
+    d, path = _exact_geodesic(nav, start, goal)
+    # By hand: tangent to the circle of 0.1 m about the jamb corner (2.95, 1.5), its arc, 0.1 m across
+    # the wall's thickness, then the mirror image to the goal.
+    cs = np.array([-1.95, -1.0])
+    arc = math.acos(np.dot(cs, [0.0, 1.0]) / np.linalg.norm(cs)) - math.acos(0.1 / np.linalg.norm(cs))
+    assert d == pytest.approx(2 * (math.sqrt(cs @ cs - 0.01) + 0.1 * arc) + 0.1, abs=0.01)
+    assert d == pytest.approx(path_length(path), abs=1e-9)
+    assert np.allclose(path[0], start) and np.linalg.norm(path[-1] - goal) < 1e-9
+    assert 1.5 < path[:, 2].max() < 1.65  # over the jambs' circles, through the door
+
+
+def test_geodesic_is_its_path_length_and_never_below_the_straight_line():
+    furniture = [box((1.0, 0.0, 1.0), (1.6, 0.8, 1.4)), box((4.0, 0.0, 2.6), (4.3, 1.0, 3.5))]
+    nav = build_navmesh(room_with_door(furniture))
+    rng = np.random.default_rng(7)
+    checked = 0
+    for _ in range(12):
+        start, goal = nav.sample(rng), nav.sample(rng)
+        d, path = _exact_geodesic(nav, start, goal)
+        straight = math.hypot(*(goal - start)[[0, 2]])
+        assert d >= straight - 1e-9
+        assert d == pytest.approx(path_length(path), abs=1e-9)
+        assert np.linalg.norm(path[-1] - goal) < 1e-9
+        grid = nav.grid_distance_at(nav.goal_field([nav.locate(goal)]), start, nav.locate(start))
+        assert d <= grid + 1e-9  # the grid distance is an upper bound
+        checked += d > straight + 0.05
+    assert checked >= 3  # some pairs had to go round an obstacle
 
 
 def test_walk_stops_at_the_wall_and_slides(door_room):
@@ -163,3 +217,15 @@ def test_points_without_a_nearest_cell_are_a_clear_error(door_room):
             nav.snap_cell(np.array(point))
     # A finite far point still has a nearest cell: the floor's east edge (x = 6 m less the agent radius).
     assert nav.positions[nav.snap_cell(np.array([1e6, 0.0, 0.5]))][0] == pytest.approx(5.9, abs=0.05)
+
+
+def test_the_geodesics_benchmarks_reference_solver_matches_the_hand_computed_corner():
+    from vlnkit.benchmarks.geodesics import ReferenceSolver, free_space
+
+    tris = np.concatenate([box((0, -0.05, 0), (4, 0, 4)), box((-0.1, 0, 1), (3, 2.5, 4.1))])
+    agent = AgentSpec()
+    solver = ReferenceSolver(free_space(tris, agent.radius, agent.height, agent.max_climb, agent.max_slope_deg, 0.0))
+    d = solver.distance(np.array([0.5, 0.5]), np.array([3.5, 3.5]))
+    # The reference's circles are 64-gons inscribed in the circle: shorter than the arc by a hair.
+    assert d == pytest.approx(_wrap_length((0.5, 0.5), (3.5, 3.5), (3.0, 1.0), 0.1), abs=1e-3)
+    assert solver.distance(np.array([0.5, 0.5]), np.array([2.5, 0.5])) == pytest.approx(2.0, abs=1e-9)

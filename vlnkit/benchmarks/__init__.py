@@ -27,6 +27,7 @@ from typing import Any
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "street": ("vlnkit.benchmarks.street", "street graph load, env and batched steps/s vs the bare navigator"),
     "continuous": ("vlnkit.benchmarks.continuous", "RGB-D steps/s, panoramas/s vs bare renders; scene build, geodesic"),
+    "geodesics": ("vlnkit.benchmarks.geodesics", "geodesic error vs an exact shapely solver; query ms; the grid metric's error"),
     "memory": ("vlnkit.benchmarks.memory", "Mem4Nav step latency vs brute-force top-3; octree vs open3d"),
     "runner": ("vlnkit.benchmarks.runner", "episodes/s on Ray with 1 and 2 workers vs in-process"),
     "attention": ("vlnkit.benchmarks.attention", "CUDA: lightning, fla and sparse attention times vs SDPA"),

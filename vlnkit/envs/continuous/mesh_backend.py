@@ -199,7 +199,10 @@ class MeshBackend:
         if hit is None:
             nav = self.navmesh
             cells = np.array([nav.snap_cell(p) for p in g], dtype=np.int64)
-            hit = nav.goal_field(cells)
+            on_floor = np.array([nav.locate(p) >= 0 for p in g])
+            points = np.where(on_floor[:, None], g, nav.positions[cells])
+            points[:, 1] = nav.height[cells]
+            hit = nav.goal_field(cells, points)
             self._fields[key] = hit
             while len(self._fields) > self.field_cache:
                 self._fields.popitem(last=False)
@@ -233,10 +236,7 @@ class MeshBackend:
         cell = nav.locate(p)
         if cell < 0:
             cell = nav.snap_cell(p)
-        cells = nav.cell_path(self.goal_field(goals), cell)
-        if not cells:
-            return np.zeros((0, 3))
-        return nav.string_pull(np.array([p[0], nav.height[cell], p[2]]), cell, cells)
+        return nav.shortest_path(self.goal_field(goals), p, cell)
 
     # ------------------------------------------------------------------ sampling
     def sample_navigable_point(self, rng: np.random.Generator) -> np.ndarray:

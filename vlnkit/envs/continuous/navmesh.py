@@ -11,18 +11,21 @@ builds habitat-sim's navmesh) with the same parameters:
    agent's height of headroom. A column may hold several floor cells (storeys, tables).
 3. Floor cells in neighbouring columns are linked when their heights differ by at most ``max_climb``.
    The sides of a cell that misses one of its 8 links face an obstacle (wall, drop, edge of the mesh);
-   where that neighbouring column holds wall samples, the side is moved onto the wall's face. These
-   sides, sampled every quarter cell, are the obstacle boundary. A cell is eroded when the horizontal
-   Euclidean distance from its centre to the boundary of its own level is below the agent's radius,
-   so the agent keeps exactly its radius from walls, to within a cell's quantisation.
+   where that neighbouring column holds wall samples in the agent's body band (from ``max_climb`` to
+   ``height`` above the floor, so a lintel over a door does not count), the side is moved onto the
+   wall's face. These sides, sampled every quarter cell, are the obstacle boundary. A cell is eroded
+   when the horizontal Euclidean distance from its centre to the boundary of its own level is below
+   the agent's radius, so the agent keeps exactly its radius from walls, to within a cell's
+   quantisation.
 4. The remaining cells are linked to their 16 neighbours (the 8 around plus the 8 knight moves, each
    only when the cells it crosses are navigable, so paths do not cut corners), weighted by 3-D length.
-   Geodesic distances from a goal are one Dijkstra search on that graph with
-   :func:`scipy.sparse.csgraph.dijkstra`; with knight moves a grid path is at most about 2.7% longer
-   than the straight line.
+   One Dijkstra search on that graph (:func:`scipy.sparse.csgraph.dijkstra`) gives every cell's grid
+   distance to a goal; with knight moves a grid path is at most about 2.7% longer than the straight
+   line.
+5. Geodesics are any-angle (:mod:`vlnkit.envs.continuous.geodesic`): shortest paths that bend only
+   around the obstacle corners at the agent's radius, which the grid distance bounds from above. The
+   distance reported is the length of the path returned.
 
-Positions between cell centres are answered by the nearest cells: geodesic distance is the minimum over
-the cell of the point and its 8 neighbours of the cell's distance plus the straight hop to it.
 Motion along the floor samples the segment every half cell; it stops before the first sample off the
 floor or across a step higher than ``max_climb``. Sliding walks the blocked remainder of a motion again
 along the wall's tangent (the wall's normal pointing from the nearest boundary point to the cell)
@@ -41,6 +44,15 @@ from scipy.sparse.csgraph import connected_components, dijkstra
 from scipy.spatial import cKDTree
 
 from vlnkit.envs.continuous.backend import AgentSpec
+from vlnkit.envs.continuous.geodesic import (
+    ExactField,
+    Visibility,
+    build_visibility,
+    chain,
+    exact_field,
+    first_hop,
+    first_hops,
+)
 
 RING8: tuple[tuple[int, int], ...] = ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1))
 KNIGHT: tuple[tuple[int, int], ...] = ((1, 2), (2, 1), (-1, 2), (-2, 1), (1, -2), (2, -1), (-1, -2), (-2, -1))
@@ -68,10 +80,13 @@ class NavMeshSettings:
 
 @dataclass
 class GoalField:
-    """Geodesic distance of every floor cell to a goal set, and each cell's next cell toward it."""
+    """Geodesics to one goal set: the grid distance of every floor cell and each cell's next cell toward
+    it (an upper bound, and the fallback), and the any-angle distances of the corner vertices
+    (:mod:`vlnkit.envs.continuous.geodesic`; ``None`` when the field was built without goal points)."""
 
     distance: np.ndarray
     next_cell: np.ndarray
+    exact: ExactField | None = None
 
 
 @dataclass
@@ -88,8 +103,14 @@ class NavMesh:
         graph: the 16-neighbour graph (CSR, symmetric, weights in metres).
         ring: ``(n, 8)`` index of the linked cell in each :data:`RING8` direction, or -1.
         component: connected-component label of each cell; largest: the label with most cells.
-        wall_normal: ``(n, 2)`` unit ``(x, z)`` direction away from the nearest border (zeros far from one).
+        wall_normal: ``(n, 2)`` unit ``(x, z)`` direction away from the nearest obstacle (zeros far from one).
         agent: the agent the floor was eroded for.
+        boundary: ``(M, 3)`` points along the obstacle boundary (sides of floor cells facing a missing
+            neighbour, before erosion), from which clearance is measured.
+        corners: ``(C, 3)`` convex corners of the obstacles (where shortest paths bend).
+        floor_start, floor_height: the floor cells before erosion, as ``column_start``/``height`` are
+            for the navigable ones (``None`` when unknown): where the floor is, however near a wall.
+        floor_clearance: clearance of each of those floor cells' centres (capped as :meth:`clearance`).
     """
 
     origin: np.ndarray
@@ -105,7 +126,15 @@ class NavMesh:
     largest: int
     wall_normal: np.ndarray
     agent: AgentSpec
+    boundary: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    corners: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    floor_start: np.ndarray | None = None
+    floor_height: np.ndarray | None = None
+    floor_clearance: np.ndarray | None = None
     _tree: cKDTree | None = field(default=None, repr=False)
+    _boundary_tree: cKDTree | None = field(default=None, repr=False)
+    _visibility: Visibility | None = field(default=None, repr=False)
+    _near_wall: NearWall | None = field(default=None, repr=False)
     _positions: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -135,20 +164,15 @@ class NavMesh:
     def cells_at(self, points: np.ndarray, heights: np.ndarray) -> np.ndarray:
         """For each point, the cell of its column whose floor is nearest to ``heights`` (within
         :data:`SNAP_HEIGHT_TOLERANCE`), or -1."""
-        cols = self.columns(points)
-        ok = cols >= 0
-        lo = np.where(ok, self.column_start[np.maximum(cols, 0)], 0)
-        hi = np.where(ok, self.column_start[np.maximum(cols, 0) + 1], 0)
-        best = np.full(len(points), -1, dtype=np.int64)
-        best_dh = np.full(len(points), SNAP_HEIGHT_TOLERANCE)
-        for k in range(int((hi - lo).max(initial=0))):
-            cand = lo + k
-            valid = cand < hi
-            dh = np.where(valid, np.abs(self.height[np.minimum(cand, self.num_cells - 1)] - heights), np.inf)
-            better = valid & (dh <= best_dh)
-            best[better] = cand[better]
-            best_dh[better] = dh[better]
-        return best
+        return _nearest_level(self.columns(points), heights, self.column_start, self.height, SNAP_HEIGHT_TOLERANCE)
+
+    def on_floor(self, points: np.ndarray) -> np.ndarray:
+        """Whether each point ``(N, 3)`` stands on the floor before erosion (a floor cell of its column
+        within ``max_climb`` of its height), however close to a wall."""
+        if self.floor_start is None or self.floor_height is None:
+            return self.cells_at(points, points[:, 1]) >= 0
+        return _nearest_level(self.columns(points), points[:, 1], self.floor_start, self.floor_height,
+                              self.agent.max_climb) >= 0
 
     def locate(self, point: Sequence[float]) -> int:
         """The cell under ``point`` (-1 when it is not on the floor); the scalar twin of :meth:`cells_at`."""
@@ -254,28 +278,102 @@ class NavMesh:
                 best, best_cell, best_gap = slid, slid_cell, gap
         return best, best_cell, True
 
-    def goal_field(self, goal_cells: np.ndarray) -> GoalField:
-        """Geodesic distances of all cells to the nearest of ``goal_cells``, and next cells toward it."""
+    def clearance(self, points: np.ndarray, with_nearest: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Horizontal distance (metres) from each point ``(N, 3)`` to the nearest obstacle boundary at its
+        level, capped at the agent radius plus four cells; with ``with_nearest``, also that boundary point."""
+        if self._boundary_tree is None and len(self.boundary):
+            self._boundary_tree = cKDTree(self.boundary[:, [0, 2]])
+        pts = np.atleast_2d(np.asarray(points, dtype=np.float64))
+        clearance, nearest = _clearance(self.boundary, pts, self.agent.max_climb, self.agent.radius + 4 * self.cell_size,
+                                        self._boundary_tree)
+        return (clearance, nearest) if with_nearest else clearance
+
+    def clear(self, points: np.ndarray, slack: float = 0.0) -> np.ndarray:
+        """Whether each point ``(N, 3)`` stands on the floor (before erosion) with a clearance of at least
+        the agent radius minus ``slack``: the same answer as :meth:`on_floor` and :meth:`clearance`
+        together, with the nearest boundary points looked up per floor cell (see :class:`NearWall`)."""
+        if self.floor_start is None or self.floor_height is None or self.floor_clearance is None:
+            pts = np.atleast_2d(np.asarray(points, dtype=np.float64))
+            return self.on_floor(pts) & (self.clearance(pts) >= self.agent.radius - slack)
+        return self.near_wall.clear(self, np.atleast_2d(np.asarray(points, dtype=np.float64)), slack)
+
+    @property
+    def near_wall(self) -> NearWall:
+        """The per-cell boundary lists behind :meth:`clear` (built on first use, then kept)."""
+        if self._near_wall is None:
+            self._near_wall = NearWall.build(self)
+        return self._near_wall
+
+    @property
+    def visibility(self) -> Visibility:
+        """The corner-vertex graph for any-angle geodesics (built on first use, then kept)."""
+        if self._visibility is None:
+            self._visibility = build_visibility(self)
+        return self._visibility
+
+    def goal_field(self, goal_cells: np.ndarray, goal_points: np.ndarray | None = None) -> GoalField:
+        """Geodesics to the nearest of ``goal_cells``: the grid field, and with ``goal_points`` (the goals
+        on the floor, one per cell) the any-angle field over the corner vertices."""
         dist, pred, _ = dijkstra(self.graph, directed=False, indices=np.asarray(goal_cells, dtype=np.int64),
                                  min_only=True, return_predecessors=True)
-        return GoalField(distance=dist.astype(np.float64), next_cell=pred.astype(np.int64))
+        exact = None if goal_points is None else exact_field(self, self.visibility, goal_points)
+        return GoalField(distance=dist.astype(np.float64), next_cell=pred.astype(np.int64), exact=exact)
+
+    def grid_distance_at(self, field: GoalField, point: np.ndarray, cell: int) -> float:
+        """The grid geodesic from ``point`` (standing on ``cell``): the best of the cell and its 8
+        neighbours, each plus the straight hop from ``point`` to its centre (an upper bound)."""
+        return float(self.grid_distances_at(field, np.asarray(point, dtype=np.float64)[None, :], np.array([cell]))[0])
+
+    def grid_distances_at(self, field: GoalField, points: np.ndarray, cells: np.ndarray) -> np.ndarray:
+        """:meth:`grid_distance_at` for many points ``(K, 3)`` standing on ``cells`` ``(K,)``."""
+        cells = np.asarray(cells, dtype=np.int64)
+        cand = np.concatenate([cells[:, None], self.ring[cells]], axis=1)
+        hops = np.linalg.norm(self.positions[np.maximum(cand, 0)] - points[:, None, :], axis=2)
+        return np.where(cand >= 0, field.distance[np.maximum(cand, 0)] + hops, np.inf).min(axis=1)
 
     def distance_at(self, field: GoalField, point: np.ndarray, cell: int) -> float:
-        """Geodesic distance from ``point`` (standing on ``cell``) using ``field``: the best of the cell
-        and its 8 neighbours, each plus the straight hop from ``point`` to its centre."""
-        around = self.ring[cell]
-        cand = np.concatenate([[cell], around[around >= 0]])
-        hops = np.linalg.norm(self.positions[cand] - point, axis=1)
-        return float(np.min(field.distance[cand] + hops))
+        """Geodesic distance from ``point`` (standing on ``cell``) to the goals: the any-angle distance
+        where the field has one (:func:`~vlnkit.envs.continuous.geodesic.first_hop`), else the grid one."""
+        bound = self.grid_distance_at(field, point, cell)
+        if field.exact is None or not math.isfinite(bound):
+            return bound
+        p = np.array([point[0], self.height[cell], point[2]], dtype=np.float64)
+        return first_hop(self, self.visibility, field.exact, p, bound)[0]
 
     def distances_at(self, field: GoalField, points: np.ndarray, cells: np.ndarray) -> np.ndarray:
-        """:meth:`distance_at` for many points ``(K, 3)`` standing on ``cells`` ``(K,)``."""
-        cand = np.concatenate([cells[:, None], self.ring[cells]], axis=1)
-        valid = cand >= 0
-        safe = np.where(valid, cand, cells[:, None])
-        hops = np.linalg.norm(self.positions[safe] - points[:, None, :], axis=2)
-        values = np.where(valid, field.distance[safe] + hops, np.inf)
-        return values.min(axis=1)
+        """:meth:`distance_at` for many points ``(K, 3)`` standing on ``cells`` ``(K,)``, in one batch."""
+        points = np.atleast_2d(np.asarray(points, dtype=np.float64))
+        cells = np.asarray(cells, dtype=np.int64)
+        bounds = self.grid_distances_at(field, points, cells)
+        finite = np.flatnonzero(np.isfinite(bounds))
+        if field.exact is None or not len(finite):
+            return bounds
+        on_floor = points[finite].copy()
+        on_floor[:, 1] = self.height[cells[finite]]
+        bounds[finite] = first_hops(self, self.visibility, field.exact, on_floor, bounds[finite])[0]
+        return bounds
+
+    def shortest_path(self, field: GoalField, point: np.ndarray, cell: int) -> np.ndarray:
+        """Corner points ``(K, 3)`` of the shortest path from ``point`` (on ``cell``) to the goals, whose
+        length is :meth:`distance_at` (empty when unreachable)."""
+        p = np.array([point[0], self.height[cell], point[2]], dtype=np.float64)
+        bound = self.grid_distance_at(field, p, cell)
+        if not math.isfinite(bound):
+            return np.zeros((0, 3))
+        if field.exact is not None:
+            _, node = first_hop(self, self.visibility, field.exact, p, bound)
+            if node >= 0:
+                return chain(self.visibility, field.exact, p, node)
+        return self._grid_path(field, p, cell)
+
+    def _grid_path(self, field: GoalField, p: np.ndarray, cell: int) -> np.ndarray:
+        """The path of the grid field, through the best cell around ``cell`` (as :meth:`grid_distance_at`
+        picks it), so that its length is the grid distance."""
+        around = self.ring[cell]
+        cand = np.concatenate([[cell], around[around >= 0]])
+        hops = np.linalg.norm(self.positions[cand] - p, axis=1)
+        first = int(cand[np.argmin(field.distance[cand] + hops)])
+        return np.concatenate([p[None, :], self.positions[self.cell_path(field, first)]])
 
     def cell_path(self, field: GoalField, cell: int) -> list[int]:
         """Cells from ``cell`` to the goal following ``field`` (empty when the goal is unreachable)."""
@@ -286,23 +384,6 @@ class NavMesh:
         while nxt[path[-1]] >= 0:
             path.append(int(nxt[path[-1]]))
         return path
-
-    def string_pull(self, start: np.ndarray, start_cell: int, cells: list[int]) -> np.ndarray:
-        """Corner points of the path ``start -> cells``: from each corner, the furthest following cell
-        centre in straight walkable sight becomes the next corner."""
-        pts = self.positions[cells]
-        corners = [np.asarray(start, dtype=np.float64)]
-        anchor, anchor_cell, i = corners[0], start_cell, 0
-        last = len(cells) - 1
-        while i < last:
-            j = i + 1
-            while j < last and not self.walk(anchor, pts[j + 1], anchor_cell)[2]:
-                j += 1
-            corners.append(pts[j])
-            anchor, anchor_cell, i = pts[j], cells[j], j
-        if len(corners) == 1:
-            corners.append(pts[-1])
-        return np.array(corners)
 
     def sample(self, rng: np.random.Generator, largest_only: bool = True) -> np.ndarray:
         """A uniformly random cell centre (of the largest component by default)."""
@@ -322,19 +403,196 @@ class NavMesh:
         return img, extent
 
 
+@dataclass
+class NearWall:
+    """Per floor cell, the obstacle boundary points that can decide whether a point in that cell clears
+    the agent radius ``r``: those within ``r`` plus half the cell's diagonal of its centre, at its level.
+    A point in the cell closer than ``r`` to a boundary point is at most that far from the centre, so
+    the list is complete; a cell whose centre's clearance exceeds that reach holds only clear points.
+
+    Attributes:
+        row: ``(F,)`` row of ``points`` for each floor cell, ``-1`` where the whole cell is clear.
+        points: ``(R, K, 2)`` boundary ``(x, z)`` per row, padded with points far away.
+    """
+
+    row: np.ndarray
+    points: np.ndarray
+
+    @classmethod
+    def build(cls, nav: NavMesh) -> NearWall:
+        """The lists of ``nav`` (its floor cells before erosion and its boundary points)."""
+        cs, radius = nav.cell_size, nav.agent.radius
+        reach = radius + cs * math.sqrt(0.5) + 1e-9
+        near = np.flatnonzero(nav.floor_clearance < reach)
+        row = np.full(len(nav.floor_height), -1, dtype=np.int64)
+        row[near] = np.arange(len(near))
+        if not len(near) or not len(nav.boundary):
+            return cls(row=np.full(len(nav.floor_height), -1, dtype=np.int64), points=np.zeros((0, 1, 2)))
+        column = np.searchsorted(nav.floor_start, near, side="right") - 1
+        centres = np.stack([nav.origin[0] + (column // nav.shape[1] + 0.5) * cs,
+                            nav.origin[2] + (column % nav.shape[1] + 0.5) * cs], axis=1)
+        if nav._boundary_tree is None:
+            nav._boundary_tree = cKDTree(nav.boundary[:, [0, 2]])
+        level = nav.floor_height[near]
+        k = 64
+        while True:
+            k = min(k, len(nav.boundary))
+            _, idx = nav._boundary_tree.query(centres, k=k, distance_upper_bound=reach)
+            idx = idx.reshape(len(near), k)
+            if k == len(nav.boundary) or not (idx[:, -1] < len(nav.boundary)).any():
+                break
+            k *= 2
+        found = idx < len(nav.boundary)
+        safe = np.where(found, idx, 0)
+        found &= np.abs(nav.boundary[safe, 1] - level[:, None]) < nav.agent.max_climb
+        first = np.argsort(~found, axis=1, kind="stable")[:, :max(1, int(found.sum(axis=1).max()))]
+        safe, found = np.take_along_axis(safe, first, axis=1), np.take_along_axis(found, first, axis=1)
+        points = np.where(found[:, :, None], nav.boundary[safe][:, :, [0, 2]], 1e9)
+        return cls(row=row, points=points)
+
+    def classify(self, nav: NavMesh, points: np.ndarray, slack: float) -> tuple[np.ndarray, np.ndarray]:
+        """For points ``(N, 3)``: their floor cell (-1 off the floor) and a cheap verdict, ``1`` clear,
+        ``0`` blocked or ``-1`` undecided, from the centre's clearance ``C`` (clearance changes no faster
+        than the distance ``d`` to the centre: clear when ``C - d`` reaches the limit, blocked when
+        ``C + d`` does not)."""
+        floor = _nearest_level(nav.columns(points), points[:, 1], nav.floor_start, nav.floor_height,
+                               nav.agent.max_climb)
+        on = floor >= 0
+        safe = np.maximum(floor, 0)
+        column = np.searchsorted(nav.floor_start, safe, side="right") - 1
+        cs = nav.cell_size
+        dx = points[:, 0] - (nav.origin[0] + (column // nav.shape[1] + 0.5) * cs)
+        dz = points[:, 2] - (nav.origin[2] + (column % nav.shape[1] + 0.5) * cs)
+        offset = np.hypot(dx, dz)
+        centre = nav.floor_clearance[safe]
+        limit = nav.agent.radius - slack
+        verdict = np.full(len(points), -1, dtype=np.int8)
+        verdict[(centre - offset >= limit) | (self.row[safe] < 0)] = 1
+        verdict[centre + offset < limit] = 0
+        verdict[~on] = 0
+        return floor, verdict
+
+    def exact(self, nav: NavMesh, points: np.ndarray, floor: np.ndarray, slack: float) -> np.ndarray:
+        """Whether points ``(N, 3)`` on floor cells ``floor`` (all in lists) clear the radius, from the
+        nearest boundary points listed for their cells."""
+        gap = self.points[self.row[floor]] - points[:, None, [0, 2]]
+        limit = max(nav.agent.radius - slack, 0.0)
+        return np.einsum("nkd,nkd->nk", gap, gap).min(axis=1) >= limit**2
+
+    def clear(self, nav: NavMesh, points: np.ndarray, slack: float) -> np.ndarray:
+        """:meth:`NavMesh.clear` for ``points`` ``(N, 3)``."""
+        floor, verdict = self.classify(nav, points, slack)
+        out = verdict == 1
+        todo = np.flatnonzero(verdict < 0)
+        out[todo] = self.exact(nav, points[todo], floor[todo], slack)
+        return out
+
+
+def _nearest_level(cols: np.ndarray, heights: np.ndarray, column_start: np.ndarray, cell_height: np.ndarray,
+                   tolerance: float) -> np.ndarray:
+    """For columns ``cols`` (-1 outside), the cell of each column whose height is nearest to ``heights``
+    (within ``tolerance``), or -1; cells of column ``c`` are ``column_start[c]:column_start[c+1]``."""
+    ok = cols >= 0
+    lo = np.where(ok, column_start[np.maximum(cols, 0)], 0)
+    hi = np.where(ok, column_start[np.maximum(cols, 0) + 1], 0)
+    best = np.full(len(cols), -1, dtype=np.int64)
+    best_dh = np.full(len(cols), float(tolerance))
+    last = max(len(cell_height) - 1, 0)
+    for k in range(int((hi - lo).max(initial=0))):
+        cand = lo + k
+        valid = cand < hi
+        dh = np.where(valid, np.abs(cell_height[np.minimum(cand, last)] - heights), np.inf)
+        better = valid & (dh <= best_dh)
+        best[better] = cand[better]
+        best_dh[better] = dh[better]
+    return best
+
+
+@dataclass
+class WallExtents:
+    """Where the wall samples lie inside each column, per ``cell_height`` slice: for the sorted keys
+    ``column * ny + slice`` that hold samples of steep triangles, their ``(min x, max x, min z, max z)``."""
+
+    keys: np.ndarray
+    extent: np.ndarray
+    ny: int
+    origin_y: float
+    cell_height: float
+
+    @classmethod
+    def collect(cls, keys: np.ndarray, points: np.ndarray, ny: int, origin_y: float, cell_height: float) -> WallExtents:
+        """The extents of sample ``points`` ``(N, 3)`` grouped by their ``keys``."""
+        order = np.argsort(keys, kind="stable")
+        k, p = keys[order], points[order]
+        first = np.flatnonzero(np.r_[True, k[1:] != k[:-1]]) if len(k) else np.zeros(0, dtype=np.int64)
+        ext = np.zeros((4, len(first)))
+        if len(first):
+            ext[0] = np.minimum.reduceat(p[:, 0], first)
+            ext[1] = np.maximum.reduceat(p[:, 0], first)
+            ext[2] = np.minimum.reduceat(p[:, 2], first)
+            ext[3] = np.maximum.reduceat(p[:, 2], first)
+        return cls(keys=k[first], extent=ext, ny=ny, origin_y=origin_y, cell_height=cell_height)
+
+    @classmethod
+    def merge(cls, parts: list[WallExtents], ny: int, origin_y: float, cell_height: float) -> WallExtents:
+        """One table from the tables of several sample chunks."""
+        keys = np.concatenate([q.keys for q in parts]) if parts else np.zeros(0, dtype=np.int64)
+        if not len(keys):
+            return cls(keys=keys, extent=np.zeros((4, 0)), ny=ny, origin_y=origin_y, cell_height=cell_height)
+        ext = np.concatenate([q.extent for q in parts], axis=1)
+        order = np.argsort(keys, kind="stable")
+        k, e = keys[order], ext[:, order]
+        first = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+        merged = np.stack([np.minimum.reduceat(e[0], first), np.maximum.reduceat(e[1], first),
+                           np.minimum.reduceat(e[2], first), np.maximum.reduceat(e[3], first)])
+        return cls(keys=k[first], extent=merged, ny=ny, origin_y=origin_y, cell_height=cell_height)
+
+    def faces(self, columns: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """``(4, N)``: the extent of the wall samples of each column between heights ``low`` and
+        ``high`` (NaN where it holds none there)."""
+        out = np.full((4, len(columns)), np.nan)
+        if not len(self.keys):
+            return out
+        first = np.clip(np.floor((low - self.origin_y) / self.cell_height).astype(np.int64), 0, self.ny - 1)
+        last = np.clip(np.floor((high - self.origin_y) / self.cell_height).astype(np.int64), 0, self.ny - 1)
+        mins = np.full((2, len(columns)), np.inf)
+        maxs = np.full((2, len(columns)), -np.inf)
+        for k in range(int((last - first).max(initial=0)) + 1):
+            level = first + k
+            valid = level <= last
+            key = columns * self.ny + level
+            pos = np.minimum(np.searchsorted(self.keys, key), len(self.keys) - 1)
+            hit = valid & (self.keys[pos] == key)
+            e = self.extent[:, pos]
+            mins[0] = np.where(hit, np.minimum(mins[0], e[0]), mins[0])
+            maxs[0] = np.where(hit, np.maximum(maxs[0], e[1]), maxs[0])
+            mins[1] = np.where(hit, np.minimum(mins[1], e[2]), mins[1])
+            maxs[1] = np.where(hit, np.maximum(maxs[1], e[3]), maxs[1])
+        found = np.isfinite(mins[0])
+        out[0, found], out[1, found] = mins[0, found], maxs[0, found]
+        out[2, found], out[3, found] = mins[1, found], maxs[1, found]
+        return out
+
+
 BOUNDARY_SAMPLES = 5
 """Points per cell side when the obstacle boundary is sampled (spacing cell_size / 4: a point at the
 agent radius from a side is measured to within a fraction of a millimetre)."""
 
 
 def _boundary_points(centres: np.ndarray, ix: np.ndarray, iz: np.ndarray, ring: np.ndarray, cs: float,
-                     shape: tuple[int, int], extent: np.ndarray) -> np.ndarray:
+                     shape: tuple[int, int], walls: WallExtents, agent: AgentSpec) -> tuple[np.ndarray, np.ndarray]:
     """Points ``(M, 3)`` along the obstacle boundary, at the floor height of the cell they face: for each
     floor cell and each missing :data:`RING8` neighbour, the side (or corner) toward it, moved to the
-    face of the wall samples inside that neighbour's column when it holds any (``extent`` from
-    :func:`_floor_cells`), so that a wall is placed to within a sample spacing, not a cell."""
+    face of the wall samples inside that neighbour's column when it holds any in the agent's band above
+    the cell's floor (``walls`` from :func:`_floor_cells`; a lintel or shelf above the agent does not
+    count), so that a wall is placed to within a sample spacing, not a cell.
+
+    Also returns the convex obstacle corners ``(C, 3)``: the corner points toward a missing diagonal
+    neighbour whose two axis neighbours are present (the tip of an obstacle sticking into the floor).
+    """
     nx, nz = shape
-    parts = []
+    index = {off: d for d, off in enumerate(RING8)}
+    parts, corners = [], []
     t = np.linspace(-0.5, 0.5, BOUNDARY_SAMPLES) * cs
     for d, (dx, dz) in enumerate(RING8):
         cells = np.flatnonzero(ring[:, d] < 0)
@@ -344,6 +602,8 @@ def _boundary_points(centres: np.ndarray, ix: np.ndarray, iz: np.ndarray, ring: 
         jx, jz = ix[cells] + dx, iz[cells] + dz
         inside = (jx >= 0) & (jx < nx) & (jz >= 0) & (jz < nz)
         column = np.where(inside, jx * nz + jz, 0)
+        extent = walls.faces(column, c[:, 1] + agent.max_climb, c[:, 1] + agent.height)
+        column = np.arange(len(cells))
         if dx and dz:
             corner = c + np.array([dx * cs / 2, 0.0, dz * cs / 2])
             for axis, step, row in ((0, dx, 0 if dx > 0 else 1), (2, dz, 2 if dz > 0 else 3)):
@@ -352,6 +612,8 @@ def _boundary_points(centres: np.ndarray, ix: np.ndarray, iz: np.ndarray, ring: 
                 moved = np.clip(face, edge - (cs if step < 0 else 0), edge + (cs if step > 0 else 0))
                 corner[:, axis] = np.where(inside & np.isfinite(face), moved, edge)
             parts.append(corner)
+            convex = (ring[cells, index[(dx, 0)]] >= 0) & (ring[cells, index[(0, dz)]] >= 0)
+            corners.append(corner[convex])
             continue
         axis = 0 if dx else 2
         step = dx if dx else dz
@@ -366,7 +628,12 @@ def _boundary_points(centres: np.ndarray, ix: np.ndarray, iz: np.ndarray, ring: 
         known = (inside & np.isfinite(extent[2 if dx else 0, column]))[:, None]
         pts[:, :, 2 - axis] = np.where(known, np.clip(across, lo_face, hi_face), across)
         parts.append(pts.reshape(-1, 3))
-    return np.concatenate(parts) if parts else np.zeros((0, 3))
+    points = np.concatenate(parts) if parts else np.zeros((0, 3))
+    tips = np.concatenate(corners) if corners else np.zeros((0, 3))
+    if len(tips):
+        _, first = np.unique(np.round(tips / 1e-3).astype(np.int64), axis=0, return_index=True)
+        tips = tips[np.sort(first)]
+    return points, tips
 
 
 def _clearance(boundary: np.ndarray, points: np.ndarray, band: float, reach: float,
@@ -488,10 +755,10 @@ def _crossed(dx: int, dz: int) -> list[tuple[int, int]]:
 
 
 def _floor_cells(tris: np.ndarray, agent: AgentSpec, origin: np.ndarray, cs: float, ch: float,
-                 shape: tuple[int, int], ny: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Column index and floor height of every floor cell with enough headroom (steps 1-2), and per
-    column the extent ``(min x, max x, min z, max z)`` of its samples of steep (wall) triangles (NaN where
-    none), which places obstacle faces inside their columns. Ceilings and other downward faces are not
+                 shape: tuple[int, int], ny: int) -> tuple[np.ndarray, np.ndarray, WallExtents]:
+    """Column index and floor height of every floor cell with enough headroom (steps 1-2), and the
+    extents of the samples of steep (wall) triangles per column and slice, which place obstacle faces
+    inside their columns. Ceilings and other downward faces are not
     walls: they never bound a column sideways."""
     nx, nz = shape
     normals = np.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0])
@@ -500,9 +767,7 @@ def _floor_cells(tris: np.ndarray, agent: AgentSpec, origin: np.ndarray, cs: flo
     walkable_tri &= lengths > 0
     wall_tri = (np.abs(normals[:, 1]) < math.cos(math.radians(agent.max_slope_deg)) * lengths) & (lengths > 0)
     all_keys, walk_keys, walk_tops = [], [], []
-    extent = np.full((4, nx * nz), np.nan)
-    extent[[0, 2]] = np.inf
-    extent[[1, 3]] = -np.inf
+    wall_parts = []
     for pts, tri in _sample_triangles(tris, cs, ch):
         i = np.clip(((pts[:, 0] - origin[0]) / cs).astype(np.int64), 0, nx - 1)
         k = np.clip(((pts[:, 2] - origin[2]) / cs).astype(np.int64), 0, nz - 1)
@@ -512,11 +777,7 @@ def _floor_cells(tris: np.ndarray, agent: AgentSpec, origin: np.ndarray, cs: flo
         w = walkable_tri[tri]
         steep = np.flatnonzero(wall_tri[tri])
         if len(steep):
-            c = i[steep] * nz + k[steep]
-            np.minimum.at(extent[0], c, pts[steep, 0])
-            np.maximum.at(extent[1], c, pts[steep, 0])
-            np.minimum.at(extent[2], c, pts[steep, 2])
-            np.maximum.at(extent[3], c, pts[steep, 2])
+            wall_parts.append(WallExtents.collect(keys[steep], pts[steep], ny, float(origin[1]), ch))
         uk, top = _group_max(keys[w], pts[w, 1].astype(np.float64))
         walk_keys.append(uk)
         walk_tops.append(top)
@@ -529,9 +790,9 @@ def _floor_cells(tris: np.ndarray, agent: AgentSpec, origin: np.ndarray, cs: flo
     starts = np.flatnonzero(new_run)
     tops = np.append(starts[1:] - 1, len(keys) - 1)
     run_col = col[starts]
-    extent[~np.isfinite(extent)] = np.nan
+    walls = WallExtents.merge(wall_parts, ny, float(origin[1]), ch)
     if len(wk) == 0:
-        return run_col[:0], np.zeros(0), extent
+        return run_col[:0], np.zeros(0), walls
     pos = np.minimum(np.searchsorted(wk, keys[tops]), len(wk) - 1)
     walkable = wk[pos] == keys[tops]
     floor_h = np.where(walkable, wtop[pos], np.nan)
@@ -539,7 +800,7 @@ def _floor_cells(tris: np.ndarray, agent: AgentSpec, origin: np.ndarray, cs: flo
     same = run_col[1:] == run_col[:-1]
     above[:-1][same] = origin[1] + level[starts[1:]][same] * ch
     ok = walkable & (above - floor_h >= agent.height)
-    return run_col[ok], floor_h[ok], extent
+    return run_col[ok], floor_h[ok], walls
 
 
 def build_navmesh(triangles: np.ndarray, agent: AgentSpec = AgentSpec(),
@@ -558,7 +819,7 @@ def build_navmesh(triangles: np.ndarray, agent: AgentSpec = AgentSpec(),
     ch = float(settings.cell_height)
     shape = (int(math.ceil((hi[0] - lo[0]) / cs)), int(math.ceil((hi[2] - lo[2]) / cs)))
     ny = int(math.ceil((hi[1] - lo[1]) / ch)) + 1
-    col, h, extent = _floor_cells(tris, agent, lo, cs, ch, shape, ny)
+    col, h, walls = _floor_cells(tris, agent, lo, cs, ch, shape, ny)
     if len(col) == 0:
         raise ValueError("no navigable floor: no upward-facing surface with enough headroom for the agent")
     ix, iz = col // shape[1], col % shape[1]
@@ -568,13 +829,14 @@ def build_navmesh(triangles: np.ndarray, agent: AgentSpec = AgentSpec(),
     # Erosion by exactly the agent radius: the Euclidean distance from each cell centre to the obstacle
     # boundary (the sides of floor cells that miss a neighbour), measured at the cell's own level.
     centres = np.stack([lo[0] + (ix + 0.5) * cs, h, lo[2] + (iz + 0.5) * cs], axis=1)
-    boundary = _boundary_points(centres, ix, iz, table[:, :8], cs, shape, extent)
+    boundary, corners = _boundary_points(centres, ix, iz, table[:, :8], cs, shape, walls, agent)
+    floor_start = column_start.copy()
+    floor_height = h.astype(np.float64)
     reach = agent.radius + 4 * cs
-    clearance, nearest = _clearance(boundary, centres, agent.height, reach)
+    clearance, nearest = _clearance(boundary, centres, agent.max_climb, reach)
     keep = clearance >= agent.radius
     if not keep.any():
         raise ValueError(f"no navigable floor: every floor cell is within the agent radius {agent.radius} m of an obstacle")
-    # Wall normals: from the nearest boundary point toward the cell.
     away = centres[:, [0, 2]] - nearest[:, [0, 2]]
     norm = np.linalg.norm(away, axis=1, keepdims=True)
     normal = np.divide(away, norm, out=np.zeros_like(away), where=(norm > 0) & (clearance[:, None] < reach))
@@ -622,4 +884,9 @@ def build_navmesh(triangles: np.ndarray, agent: AgentSpec = AgentSpec(),
         largest=largest,
         wall_normal=normal[keep].astype(np.float64),
         agent=agent,
+        boundary=boundary,
+        corners=corners,
+        floor_start=floor_start,
+        floor_height=floor_height,
+        floor_clearance=clearance.astype(np.float64),
     )
