@@ -40,11 +40,11 @@ def test_expand_follows_hydra_multirun() -> None:
 
 def test_plan_rows_labels_sweeps() -> None:
     rows = plan_rows({"grid": ["agent=modular memory=none,full"],
-                      "sweeps": {"K": "agent=modular memory=stm ++agent.memory_overrides.stm.capacity=8,16"}})
+                      "sweeps": {"K": "agent=modular memory=stm_only ++agent.memory_overrides.stm.capacity=8,16"}})
     assert [r.group for r in rows] == ["grid", "grid", "K", "K"]
     assert (rows[2].swept_key, rows[2].swept_value) == ("agent.memory_overrides.stm.capacity", "8")
-    assert rows[3].value("memory") == "stm" and rows[0].value("agent") == "modular"
-    assert rows[2].slug == "agent-modular_memory-stm_agent.memory_overrides.stm.capacity-8"
+    assert rows[3].value("memory") == "stm_only" and rows[0].value("agent") == "modular"
+    assert rows[2].slug == "agent-modular_memory-stm_only_agent.memory_overrides.stm.capacity-8"
 
 
 def _results(rows: list[Row]) -> list[dict]:
@@ -83,7 +83,7 @@ def test_table_and_plot_from_hand_made_results(tmp_path: Path) -> None:
 def test_tiny_study_runs_and_resumes(tmp_path: Path) -> None:
     overrides = [
         f"ablation.out={tmp_path}", "ablation.seeds=[0,1]", "ablation.seed_keys=[seed,agent.memory_seed]",
-        "ablation.grid=['agent=modular memory=none,stm']", "ablation.sweeps=null", "ablation.progress=false",
+        "ablation.grid=['agent=modular memory=none,stm_only']", "ablation.sweeps=null", "ablation.progress=false",
         "limit=3",
     ]
     cfg = load_config("ablate", overrides)
@@ -92,6 +92,8 @@ def test_tiny_study_runs_and_resumes(tmp_path: Path) -> None:
     assert len(lines) == 4
     assert {json.loads(line)["num_episodes"] for line in lines} == {3}
     assert (out / "ablation.md").is_file() and (out / "ablation.csv").is_file() and (out / "ablation.png").is_file()
-    assert (out / "runs" / "agent-modular_memory-stm" / "seed1" / "metrics.json").is_file()
+    assert (out / "runs" / "agent-modular_memory-stm_only" / "seed1" / "metrics.json").is_file()
+    stats = [json.loads(line)["agent_stats"] for line in lines]   # which memory part answered, per run
+    assert all("mem_questions" in s and "mem_answers_fallback" in s for s in stats)
     run_ablation(cfg, overrides)
     assert len((out / "results.jsonl").read_text().splitlines()) == 4

@@ -210,21 +210,69 @@ def test_plan_over_a_hand_made_topology_graph() -> None:
 def test_recall_and_trace_use_the_enabled_parts() -> None:
     codec = ViewCodec(8, 3)
     view = _panorama(bank_2=0.7)
-    for variant, recalls in (("none", False), ("stm", True), ("full", True)):
+    # variant -> (parts that recall the place, whether those keep the step, whether a trace exists)
+    expected = {"none": (set(), False, False), "stm_only": ({"stm"}, True, True),
+                "octree_only": ({"octree"}, True, True), "oracle": ({"oracle"}, True, True),
+                "ltm_only": ({"ltm"}, False, False), "graph_only": (set(), False, False),
+                "full": ({"stm", "octree"}, True, True)}
+    for variant, (sources, stepped, traced) in expected.items():
         memory = build_memory(variant, codec.dim, descriptor_dim=codec.descriptor_dim)
         memory_map = EpisodicMap(memory, codec)
         memory_map.write(view, 0.0, np.array([5.0, 5.0]), 3)
         memory_map.write(_panorama(cafe_1=0.5), 0.0, np.array([5.0, 15.0]), 4)
-        here = memory_map.recall_here(view, 180.0, np.array([5.0, 5.0]), before=9)
-        assert bool(here) == recalls
-        if recalls:
-            assert 3 in [m.step for m in here]
+        here = memory_map.recall_here(view, 0.0, np.array([5.0, 5.0]), before=9)
+        assert {m.source for m in here} == sources, variant
+        if sources:
+            remembered = here[0]
+            assert remembered.step == (3 if stepped else None), variant
             # The egocentric view at that time is decoded back: the bank on the right.
-            remembered = next(m for m in here if m.step == 3)
             assert remembered.view[2, 0] == pytest.approx(0.7)
-            assert [m.step for m in memory_map.trace()] == [3, 4]
-        else:
-            assert memory_map.trace() == []
+        assert [m.step for m in memory_map.trace()] == ([3, 4] if traced else []), variant
+        assert memory_map.holds(3) == (min(sources, key=["oracle", "stm", "octree"].index) if traced else None)
+        assert memory_map.has_graph == (variant in ("graph_only", "full"))
+
+
+def test_graph_localisation_accepts_a_neighbouring_node() -> None:
+    memory_map = _graph_map()
+    views = {}
+    for step, y in enumerate((0.0, 10.0, 20.0, 30.0)):
+        view = np.zeros((8, 3), dtype=np.float32)
+        view[step, step % 3] = 1.0
+        views[y] = view
+        memory_map.write(view, 0.0, np.array([0.0, y]), step)
+    a, b, c, d = (memory_map.locate(views[y], 0.0, np.array([0.0, y])) for y in (0.0, 10.0, 20.0, 30.0))
+    assert len({a, b, c, d}) == 4
+    assert memory_map.near_node(b, b) and not memory_map.near_node(c, b)     # exact: only the node itself
+    assert memory_map.near_node(c, b, hops=1) and memory_map.near_node(a, b, hops=1)   # one hop either way
+    assert not memory_map.near_node(d, b, hops=1)                                    # two hops away
+    # A node made at B's place from another view (beyond delta) is B's place: within place_radius of it.
+    other = np.zeros((8, 3), dtype=np.float32)
+    other[7, 2] = 1.0
+    b2 = memory_map.write(other, 0.0, np.array([1.0, 10.0]), 4)
+    assert b2 not in (a, b, c, d) and memory_map.near_node(b2, b)
+
+
+def test_graph_keeps_the_view_fallback_and_accepts_the_next_place() -> None:
+    # The agent's own question "am I back where the bank was passed?" on a graph-only memory: the graph
+    # recognises the neighbouring place where one is allowed (window 1); elsewhere it cannot rule the place
+    # out, so the agent judges from its view (the answer is None, i.e. fallback) instead of saying "no".
+    from vlnkit.agents.modular.agent import _Pass
+
+    agent = build_modular_agent({"categories": CATEGORIES, "memory": "graph_only"})
+    agent.reset({"instruction": "Stop when you get back to the bank.", "heading": np.zeros(1, np.float32),
+                 "position": np.zeros(2, np.float32), "links": np.array([0.0, 180.0, -1.0, -1.0], np.float32),
+                 "panorama": _panorama()}, None, 0)
+    views = [_panorama(**{f"cafe_{i}": 0.5}) for i in range(4)]
+    nodes = [agent.map.write(v, 0.0, np.array([0.0, 10.0 * i]), i) for i, v in enumerate(views)]
+    anchor = _Pass(SubGoal("pass", "right", landmark="bank"), 0, best=0.8, best_step=1, node=nodes[1], side="right")
+    agent.moves = 9
+
+    def at(i: int, window: int) -> tuple[bool | None, str]:
+        return agent._recalls(agent.map, anchor, views[i], 0.0, np.array([0.0, 10.0 * i]), window)
+
+    assert at(1, 0) == (True, "graph")
+    assert at(2, 1) == (True, "graph")
+    assert at(2, 0) == (None, "fallback") and at(3, 1) == (None, "fallback")
 
 
 # -- the agent ------------------------------------------------------------------------------------------
@@ -249,7 +297,7 @@ def _rollout(env, agent, index: int) -> tuple[float, int]:
     return reward, steps
 
 
-@pytest.mark.parametrize("variant", ["full", "none", "stm"])
+@pytest.mark.parametrize("variant", ["full", "none", "stm_only", "graph_only", "ltm_only", "oracle"])
 def test_agent_runs_on_observations_alone(city_env, variant: str) -> None:
     agent = create("modular", {"memory": variant, "memory_overrides": {"ltm": {"depth": 2}}},
                    num_actions=int(city_env.action_space.n))

@@ -59,7 +59,7 @@ def _train_config(out: Path, epochs: int) -> object:
     return load_config("train_policy", [
         f"out={out}", "episodes=4", f"train.epochs={epochs}", "train.batch_size=2", "train.lr=3e-3",
         "train.warmup_epochs=0", "model.d_model=16", "model.heads=2", "model.layers=1", "model.queries=2",
-        "memory_variant=stm", "progress=false", "noise=0.0", "train.threads=1",
+        "memory_variant=stm_only", "progress=false", "noise=0.0", "train.threads=1",
     ])
 
 

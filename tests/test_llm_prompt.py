@@ -125,7 +125,7 @@ def test_prompt_has_instruction_streets_landmarks_and_history() -> None:
 
 
 def test_stm_memory_cue_for_a_place_passed_nearby() -> None:
-    agent = make_agent(['{"action": "forward"}'] * 2, memory="stm")
+    agent = make_agent(['{"action": "forward"}'] * 2, memory="stm_only")
     first = panorama(s2_bank=0.9, s0_cafe=0.8, s4_tree=0.2)
     agent.reset(observation(first), {}, seed=0)
     agent.act(observation(first))

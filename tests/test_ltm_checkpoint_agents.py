@@ -63,7 +63,7 @@ def policy_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("policy") / "policy.pt"
     train_policy(load_config("train_policy", [
         f"out={out}", "episodes=2", "train.epochs=1", "train.batch_size=2", "train.warmup_epochs=0",
-        "model.d_model=16", "model.heads=2", "model.layers=1", "model.queries=2", "memory_variant=stm",
+        "model.d_model=16", "model.heads=2", "model.layers=1", "model.queries=2", "memory_variant=stm_only",
         "progress=false", "noise=0.0", "train.threads=1"]))
     return out
 

@@ -71,27 +71,58 @@ def test_every_variant_runs_and_switches_its_parts(variant):
     assert (memory.graph is not None) == config.use_graph
     assert (memory.stm is not None) == config.use_stm
     assert (memory.ltm is not None) == config.use_ltm
+    assert (memory.oracle is not None) == config.use_oracle
+    assert memory.parts == config.parts
     embeddings, positions = _walk(60)
     found = memory.retrieve(embeddings[-1], positions[-1] + np.array([100.0, 0, 0]))
-    expected = {"none": "none", "stm": "none"}.get(variant, "ltm")
-    assert found.source == expected
+    assert found.source == ("ltm" if config.use_ltm else "none")
     if config.use_ltm:
         keys = memory.ltm.index.keys()
-        assert (keys >= 0).any() == config.use_octree and (keys < 0).any() == config.use_graph
-    if variant == "stm":
-        assert memory.retrieve(embeddings[-1], positions[-1]).source == "stm"
+        # Leaf keys with the octree or without a graph (an LTM alone keys its tokens by leaf cells).
+        assert (keys >= 0).any() == (config.use_octree or not config.use_graph)
+        assert (keys < 0).any() == config.use_graph
+    here = memory.retrieve(embeddings[-1], positions[-1])
+    expected = "stm" if config.use_stm else "ltm" if config.use_ltm else "oracle" if config.use_oracle \
+        else "octree" if config.use_octree else "none"
+    assert here.source == expected
+    if expected in ("stm", "oracle", "octree"):
+        assert here.steps[0] == 59
+
+
+def test_trace_recall_and_holds_answer_from_the_parts_that_keep_steps():
+    torch.manual_seed(0)
+    embeddings, positions = _walk(30)
+    for variant, sources in (("none", set()), ("octree_only", {"octree"}), ("stm_only", {"stm"}),
+                             ("oracle", {"oracle"}), ("graph_only", set()), ("ltm_only", set()),
+                             ("full", {"octree", "stm"})):
+        memory = Mem4NavMemory(_config(variant))
+        _fill(memory, 30)
+        trace = memory.trace()
+        assert set(trace.sources) <= sources and bool(len(trace)) == bool(sources), variant
+        if sources:
+            assert trace.steps.tolist() == sorted(set(trace.steps.tolist()))
+            assert trace.steps[-1] == 29 and len(memory.trace(before=10)) <= 10
+            assert memory.holds(29) in sources and memory.holds(1000) is None
+        else:
+            assert memory.holds(29) is None
+        recalled = memory.recall(embeddings[12], positions[12], radius=1.0, before=20)
+        assert all(step < 20 for step, source in zip(recalled.steps, recalled.sources) if source != "ltm")
+        if sources:
+            assert 12 in recalled.steps.tolist()
 
 
 def test_config_validation_and_round_trip():
-    with pytest.raises(ValueError):
-        Mem4NavConfig(use_octree=False, use_graph=False, use_ltm=True)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown memory variant 'nope'; choose from none, full, octree_only"):
         Mem4NavConfig.variant("nope")
+    with pytest.raises(ValueError, match="'octree' was renamed.*no_graph.*octree_only"):
+        Mem4NavConfig.variant("octree")
     with pytest.raises(ValueError):
         Mem4NavConfig.from_dict({"dimension": 3})
-    config = Mem4NavConfig.variant("graph", dim=64, tau=0.5, stm={"capacity": 100, "eps": 2.5})
+    alone = Mem4NavConfig(use_octree=False, use_graph=False, use_stm=False, use_ltm=True)
+    assert alone.parts == ("ltm",)
+    config = Mem4NavConfig.variant("no_octree", dim=64, tau=0.5, stm={"capacity": 100, "eps": 2.5})
     assert Mem4NavConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
-    assert config.stm.capacity == 100 and not config.use_octree
+    assert config.stm.capacity == 100 and not config.use_octree and config.parts == ("graph", "stm", "ltm")
 
 
 def test_save_load_round_trip_gives_identical_retrievals(tmp_path):
@@ -127,5 +158,6 @@ def test_reset_keeps_the_model_and_empties_the_contents():
     weights = {k: v.clone() for k, v in memory.ltm.model.state_dict().items()}
     memory.reset()
     assert len(memory.octree) == len(memory.graph) == len(memory.stm) == len(memory.ltm) == 0
+    assert len(memory.trace()) == 0
     assert memory.retrieve(np.ones(DIM), np.zeros(3)).source == "none"
     assert all(torch.equal(v, memory.ltm.model.state_dict()[k]) for k, v in weights.items())

@@ -106,8 +106,8 @@ def test_empty_sweeps_override_removes_the_sweeps():
     cfg = load_config("ablate", ["ablation.sweeps={}"])
     _replace_study_lists(cfg, ["ablation.sweeps={}"])
     assert {row.group for row in plan_rows(cfg.ablation)} == {"grid"}
-    cfg = load_config("ablate", ["ablation.sweeps={K: 'agent=modular memory=stm ++agent.x=1,2'}"])
-    _replace_study_lists(cfg, ["ablation.sweeps={K: 'agent=modular memory=stm ++agent.x=1,2'}"])
+    cfg = load_config("ablate", ["ablation.sweeps={K: 'agent=modular memory=stm_only ++agent.x=1,2'}"])
+    _replace_study_lists(cfg, ["ablation.sweeps={K: 'agent=modular memory=stm_only ++agent.x=1,2'}"])
     assert [(r.group, r.swept_value) for r in plan_rows(cfg.ablation) if r.group != "grid"] == [("K", "1"), ("K", "2")]
 
 

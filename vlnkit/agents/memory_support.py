@@ -2,8 +2,10 @@
 whose panorama categories they perceive, and the encoding of a panorama view written into memory.
 
 Agent configs name the memory the same way (``configs/agent/*.yaml`` and the ``memory`` config group):
-``memory`` is the variant (``full``, ``none``, ``stm``, ``ltm``, ``octree``, ``graph``; see
-:meth:`vlnkit.memory.Mem4NavConfig.variant`), ``memory_overrides`` sets any other
+``memory`` is the variant, named for what it holds (``none``, ``full``, ``octree_only``, ``graph_only``,
+``stm_only``, ``ltm_only``, ``no_octree``, ``no_graph``, ``no_stm``, ``no_ltm``, ``oracle``; see
+:meth:`vlnkit.memory.Mem4NavConfig.variant`; the old names ``stm``, ``ltm``, ``octree`` and ``graph`` are
+refused with the names of their contents now), ``memory_overrides`` sets any other
 :class:`~vlnkit.memory.Mem4NavConfig` key (``{stm: {capacity: 32}, ltm: {top_m: 5}, tau: 0.8, graph:
 {delta: 0.5}}``), ``memory_seed`` seeds the LTM model's initialisation and ``ltm_weights`` loads trained
 LTM weights. Those weights must be for the agent's embedding and descriptor sizes and LTM settings:

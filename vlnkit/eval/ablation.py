@@ -3,7 +3,7 @@ of the memory's settings, each over several seeds, summarised in one table and o
 
 The study is configured by ``configs/ablate.yaml``. Its ``ablation`` section lists runs the way Hydra's
 multirun does: each line of ``grid`` and each entry of ``sweeps`` is a set of command-line overrides in
-which comma-separated values sweep (``agent=modular,policy memory=none,stm,full``), and every combination
+which comma-separated values sweep (``agent=modular,policy memory=none,stm_only,full``), and every combination
 is one row of the table; every row runs once per seed in ``seeds``, with each key of ``seed_keys`` set to
 the seed (by default the run seed, the LTM initialisation and the synthetic city, so that the confidence
 interval covers different cities' dev splits and not only the randomness of one). The lines are expanded
@@ -15,9 +15,11 @@ stopped), and the point of the study is the one table aggregated across all runs
 scattering jobs into its own output folders would leave to be done afterwards.
 
 Outputs under ``ablation.out``: ``runs/<row>/seed<k>/`` (every run's results folder), ``results.jsonl``
-(one line per run), ``ablation.md`` and ``ablation.csv`` (per row and metric: the mean over seeds and the
-half-width of its confidence interval, Student's t with ``n - 1`` degrees of freedom; and the paired
-difference of the first metric to the same agent without memory) and ``ablation.png``.
+(one line per run, with the agent's own counts ``agent_stats``: for the modular agent which memory part
+answered each question and whether it was right), ``ablation.md`` and ``ablation.csv`` (per row and
+metric: the mean over seeds and the half-width of its confidence interval, Student's t with ``n - 1``
+degrees of freedom; and the paired difference of the first metric to the same agent without memory) and
+``ablation.png``.
 Agents whose checkpoints are missing (``agent=policy``) are trained first when ``ablation.policy.train``
 is set, one checkpoint per seed.
 """
@@ -499,6 +501,7 @@ def run_ablation(cfg: DictConfig, overrides: Sequence[str] = ()) -> Path:
                       "metrics": {k: metrics_out.get(k) for k in metrics},
                       "per_episode": _per_episode(Path(str(run_cfg.out)), metrics),
                       "privileged": metrics_out.get("privileged", []),
+                      "agent_stats": metrics_out.get("agent_stats", {}),
                       "num_episodes": metrics_out.get("num_episodes")}
             with log.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")

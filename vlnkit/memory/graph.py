@@ -125,9 +125,30 @@ class TopologyGraph:
         """Averaged weight of the edge ``source -> target`` (KeyError if absent)."""
         return float(self.graph.edges[source, target]["weight"])
 
-    def plan(self, source: int, target: int) -> list[int]:
-        """Cheapest node path from ``source`` to ``target`` (Dijkstra); ``networkx.NetworkXNoPath`` if none."""
-        return nx.dijkstra_path(self.graph, source, target, weight="weight")
+    def plan(self, source: int, target: int, both_ways: bool = False) -> list[int]:
+        """Cheapest node path from ``source`` to ``target`` (Dijkstra); ``networkx.NetworkXNoPath`` if none.
+        ``both_ways`` lets edges be used against their direction (streets can be walked both ways)."""
+        graph = self.graph.to_undirected(as_view=True) if both_ways else self.graph
+        return nx.dijkstra_path(graph, source, target, weight="weight")
+
+    def neighbours(self, node: int, hops: int = 1) -> set[int]:
+        """Nodes within ``hops`` edges of ``node`` in either direction (``node`` itself included)."""
+        if node not in self.graph:
+            return set()
+        found, frontier = {node}, {node}
+        for _ in range(max(int(hops), 0)):
+            frontier = {n for f in frontier for n in (*self.graph.successors(f), *self.graph.predecessors(f))} - found
+            if not frontier:
+                break
+            found |= frontier
+        return found
+
+    def closest(self, position: np.ndarray) -> int | None:
+        """The node whose position is nearest to ``position`` (``None`` without nodes)."""
+        if self._n == 0:
+            return None
+        offsets = self._positions[: self._n] - np.asarray(position, dtype=np.float64).reshape(3)
+        return int(np.argmin(np.einsum("ij,ij->i", offsets, offsets)))
 
     def path_cost(self, path: list[int]) -> float:
         """Sum of edge weights along ``path``."""

@@ -84,6 +84,11 @@ class SparseOctree:
         return _readonly(self._visits[: self._n])
 
     @property
+    def last_steps(self) -> np.ndarray:
+        """Step of each leaf's last visit, aligned with :attr:`codes` (read-only view)."""
+        return _readonly(self._last_step[: self._n])
+
+    @property
     def embeddings(self) -> np.ndarray:
         """Last observation embeddings aligned with :attr:`codes` (read-only view)."""
         return _readonly(self._embeddings[: self._n])

@@ -126,13 +126,7 @@ class ShortTermMemory:
         k = self.top_k if k is None else k
         eps = self.eps if eps is None else eps
         position = np.asarray(position, dtype=np.float64).reshape(3)
-        if frame_origins is None or len(self) == 0:
-            origins = np.zeros((self.capacity, 3))
-        elif len(self) == self.capacity:  # every slot holds an entry: no mask needed
-            origins = np.asarray(frame_origins, dtype=np.float64)[self._frames]
-        else:
-            origins = np.zeros((self.capacity, 3))
-            origins[self._valid] = np.asarray(frame_origins, dtype=np.float64)[self._frames[self._valid]]
+        origins = self._slot_origins(frame_origins)
         offsets = self._p_rel - (position - origins)
         near = self._valid & (np.einsum("ij,ij->i", offsets, offsets) <= eps * eps)
         slots = np.flatnonzero(near)
@@ -146,6 +140,17 @@ class ShortTermMemory:
         if count_hits:
             self.touch(slots)
         return self._hits(slots, cosines, origins)
+
+    def entries(self, frame_origins: np.ndarray | None = None) -> STMHits:
+        """Every cached entry, oldest step first, with world positions as in :meth:`retrieve` (``cosines`` are
+        zeros; no frequency is counted)."""
+        slots = np.flatnonzero(self._valid)
+        slots = slots[np.argsort(self._steps[slots], kind="stable")]
+        return self._hits(slots, np.zeros(len(slots), dtype=np.float32), self._slot_origins(frame_origins))
+
+    def holds_step(self, step: int) -> bool:
+        """Whether an entry written at ``step`` is still cached (not evicted)."""
+        return bool(np.any(self._valid & (self._steps == step)))
 
     def touch(self, slots: np.ndarray) -> None:
         """Count one more use of the entries in ``slots`` (what :meth:`retrieve` does with ``count_hits``)."""
@@ -194,6 +199,16 @@ class ShortTermMemory:
         self._unit[:] = np.divide(self._embeddings, norms, out=np.zeros_like(self._embeddings), where=norms > 0)
         for slot in np.flatnonzero(self._valid).tolist():
             self._index[(int(self._keys[slot]), int(self._object_ids[slot]))] = slot
+
+    def _slot_origins(self, frame_origins: np.ndarray | None) -> np.ndarray:
+        """World position of every slot's frame origin (zeros without ``frame_origins`` or for empty slots)."""
+        if frame_origins is None or len(self) == 0:
+            return np.zeros((self.capacity, 3))
+        if len(self) == self.capacity:  # every slot holds an entry: no mask needed
+            return np.asarray(frame_origins, dtype=np.float64)[self._frames]
+        origins = np.zeros((self.capacity, 3))
+        origins[self._valid] = np.asarray(frame_origins, dtype=np.float64)[self._frames[self._valid]]
+        return origins
 
     def _victim(self, t_now: int) -> int:
         """Slot to evict: lowest score, then oldest step, then lowest slot."""

@@ -156,7 +156,7 @@ class LLMAgent:
         self.fallback_action = fallback_action
         self.server = server
         self.schema = action_schema(self.actions)
-        self.remembers = memory is not None and (memory.stm is not None or memory.ltm is not None)
+        self.remembers = memory is not None and memory.retrieves
         self.system = system_prompt(self.actions, memory=self.remembers)
         self.history: list[StreetAction] = []
         self.last_messages: list[dict[str, str]] = []

@@ -17,17 +17,32 @@ Each step runs perception -> mapping -> instruction grounding -> planning -> con
 
 What memory is for. Without memory (``memory=none``) the agent keeps only what carrying out the current
 sub-goal needs: which sub-goal it is on and its counters since that sub-goal began (intersections and
-landmarks counted so far, steps). Everything about earlier parts of the episode comes from the memory:
+landmarks counted so far, steps). Everything about earlier parts of the episode comes from the memory, asked
+only through its retrieval API (:class:`~vlnkit.agents.modular.mapping.EpisodicMap`), never by reading its
+parts:
 
-- "Stop at the second cafe on your left": cafes passed before the last sub-goal began are counted from the
-  memory's trace (octree leaves, STM entries); without memory only those passed during the sub-goal count.
-- "Go back to X", "when you are back at X", "go back past X and turn ...": the place is recognised when the
-  memory recalls having been here at the step X was passed (STM or octree entries with their step; LTM
-  tokens whose remembered view shows X as close on the same side; the graph node X was passed at);
-  without memory the agent can only stop or turn at the first landmark of X's category it sees, which a
+- "Stop at the second cafe on your left" (a *count* question): cafes passed before the last sub-goal began
+  are counted from the memory's trace (the parts that keep steps: STM entries, octree leaves, the oracle
+  log); without such a part only those passed during the sub-goal count.
+- "Go back to X", "when you are back at X", "go back past X and turn ..." (a *place* question): the place is
+  recognised when the memory recalls having been here at the step X was passed (STM, octree or oracle
+  entries with their step; LTM tokens whose remembered view shows X as close on the same side; the graph
+  node X was passed at, one within ``place_radius`` of it, or, where the question allows a neighbouring
+  place, a node one traversed edge from it; asked only when no exact record of that step is left). When no
+  part recognises the place, a part that still holds the step X was passed at answers "not here";
+  otherwise (no memory, or only the graph and the LTM, which cannot rule a place out) the agent judges
+  from what is in view, stopping or turning at the first landmark of X's category it sees, which a
   look-alike can fool.
 - "Go back to X and stop" follows a path planned over the topology graph when there is one, and stops
   where the graph says X was passed.
+
+Which part answered each question, and whether the answer was right, is counted per episode
+(:meth:`ModularAgent.episode_stats`, summed into ``metrics.json``'s ``agent_stats``): ``mem_questions``
+(``mem_questions_count``, ``mem_questions_place``), ``mem_answers_<part>`` and ``mem_correct_<part>`` for
+``<part>`` in ``oracle``, ``octree``, ``stm``, ``graph``, ``ltm`` and ``fallback`` (the agent's view, no
+memory). "Right" means what perfect recall of the episode's own observations answers: an exact log of
+every view and position, kept beside the memory, written every step and read only after the decision to
+score it (never to make it).
 
 Observations only: ``uses_info`` is false and ``info`` is never read. What it reads: the observations
 ``instruction``, ``heading``, ``position``, ``links`` and ``panorama`` as ``(sectors, categories)`` landmark
@@ -39,6 +54,7 @@ to fit its lexicon, the release's ``graph/landmarks.json`` and ``data/<lexicon_s
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +84,7 @@ from vlnkit.agents.street_control import (
 from vlnkit.agents.modular.language import LandmarkLexicon, SubGoal, parse_instruction
 from vlnkit.agents.modular.mapping import EpisodicMap
 from vlnkit.agents.modular.perception import Perception
+from vlnkit.memory import Mem4NavConfig, Mem4NavMemory
 
 MAX_ROTATIONS = 6
 """Rotations tried for one turn before the agent moves on regardless."""
@@ -75,6 +92,11 @@ MAX_ROTATIONS = 6
 ABEAM = {"right": 90.0, "left": 270.0}
 ABEAM_TOLERANCE = 45.0
 """A landmark "on your right/left" to stop at is abeam: within this many degrees of square to the heading."""
+
+FALLBACK = "fallback"
+ANSWERING_PARTS = ("oracle", "octree", "stm", "graph", "ltm", FALLBACK)
+"""What can answer a memory question: a memory part, or the agent's own view (``fallback``)."""
+QUESTION_KINDS = ("count", "place")
 
 
 @dataclass
@@ -167,6 +189,9 @@ class ModularAgent:
         self.num_actions = int(num_actions)
         self.semantics = semantics
         self.th = thresholds or Thresholds()
+        codec = memory_map.codec
+        truth = Mem4NavMemory(Mem4NavConfig.variant("oracle", dim=codec.dim, descriptor_dim=codec.descriptor_dim))
+        self._truth = EpisodicMap(truth, codec, memory_map.place_radius)
         self._start_episode("")
 
     # -- episode state -----------------------------------------------------------------------------
@@ -194,12 +219,30 @@ class ModularAgent:
         self.last_position: np.ndarray | None = None
         self.last_action: int | None = None
         self._fresh: list[_Pass] = []
+        self._questions = {kind: 0 for kind in QUESTION_KINDS}
+        self._answers = {part: 0 for part in ANSWERING_PARTS}
+        self._correct = {part: 0 for part in ANSWERING_PARTS}
+
+    def episode_stats(self) -> dict[str, int]:
+        """This episode's memory questions: how many of each kind, which part answered them and how many
+        of those answers were right (see the module docstring)."""
+        stats = {"mem_questions": sum(self._questions.values())}
+        stats.update({f"mem_questions_{kind}": n for kind, n in self._questions.items()})
+        stats.update({f"mem_answers_{part}": n for part, n in self._answers.items()})
+        stats.update({f"mem_correct_{part}": n for part, n in self._correct.items()})
+        return stats
+
+    def _asked(self, kind: str, part: str, right: bool) -> None:
+        self._questions[kind] += 1
+        self._answers[part] += 1
+        self._correct[part] += int(right)
 
     def reset(self, observation: dict[str, Any], info: dict[str, Any] | None, seed: int) -> None:
         """Parse the instruction and empty the memory (``info`` is not read); refuses observations without
         the panorama features it perceives (:class:`~vlnkit.agents.base.AgentInputError`)."""
         require_feature_panorama("modular", observation, (self.perception.sectors, len(self.perception.categories)))
         self.map.reset()
+        self._truth.reset()
         self._start_episode(str(observation["instruction"]))
 
     # -- the step ----------------------------------------------------------------------------------
@@ -221,6 +264,7 @@ class ModularAgent:
             node = self.map.write(panorama, heading, position, self.moves)
             for grounded in self._fresh:
                 grounded.node = node
+        self._truth.write(panorama, heading, position, self.moves)
         self._fresh = []
         if action == FORWARD:
             self.travel = heading
@@ -468,12 +512,22 @@ class ModularAgent:
         leg.instances, leg.run_peak, leg.run_last = _count_runs(
             [near], self.th.passed, self.th.dip, leg.instances, leg.run_peak, leg.run_last
         )
-        instances = leg.instances
-        trace = self.map.trace() if self.map.enabled else []
-        if trace:
-            series = [self.perception.closeness(m.view, leg.category, side) for m in trace if m.step < self.moves]
-            instances = max(instances, _count_runs(series + [near], self.th.passed, self.th.dip)[0])
+        instances, part = self._count_passed(self.map, leg, near, side)
+        truth, _ = self._count_passed(self._truth, leg, near, side)
+        self._asked("count", part, instances == truth)
         return _STOP if instances >= goal.count and near >= self.th.stop else _GO_ON
+
+    def _count_passed(self, memory_map: EpisodicMap, leg: _Leg, near: float, side: str | None) -> tuple[int, str]:
+        """How many of the leg's landmark have gone by, counting over what ``memory_map``'s trace holds of
+        the episode before this place, and the part that answered most of the trace (``fallback``: the
+        count since the sub-goal began alone)."""
+        trace = memory_map.trace(before=self.moves) if memory_map.enabled else []
+        if not trace:
+            return leg.instances, FALLBACK
+        series = [self.perception.closeness(m.view, leg.category, side) for m in trace]
+        counted = _count_runs(series + [near], self.th.passed, self.th.dip)[0]
+        part = Counter(m.source for m in trace).most_common(1)[0][0]
+        return max(leg.instances, counted), part
 
     def _return_to(self, leg: _Leg, panorama: np.ndarray, heading: float, position: np.ndarray,
                    links: list[float], first: bool) -> _Move:
@@ -483,7 +537,7 @@ class ModularAgent:
         if not first and self._back_at(goal.landmark, leg.category, panorama, heading, position):
             return _STOP
         anchor = self.anchors.get(goal.landmark or "")
-        if anchor is None or anchor.node is None or self.map.memory.graph is None:
+        if anchor is None or anchor.node is None or not self.map.has_graph:
             return _GO_ON
         target = self.map.node_position(anchor.node)
         if not first and target is not None and float(np.linalg.norm(target - position)) <= self.th.arrive_m:
@@ -503,35 +557,51 @@ class ModularAgent:
 
     def _back_at(self, landmark: str | None, category: int | None, panorama: np.ndarray, heading: float,
                  position: np.ndarray, window: int = 0) -> bool:
-        """Whether the agent is back where ``landmark`` was passed: asked of the memory when there is one
-        and the landmark was grounded (a remembered visit within ``window`` places of the one where it
-        went by closest), else judged from what is in view."""
+        """Whether the agent is back where ``landmark`` was passed (a *place* question, once the landmark was
+        grounded): asked of the memory (a remembered visit within ``window`` places of the one where it went
+        by closest; or the graph node there, one within ``place_radius`` of it or within ``window`` traversed
+        edges), else judged from what is in view."""
         anchor = self.anchors.get(landmark or "")
-        if anchor is not None and self._remembers(anchor):
-            for memory in self.map.recall_here(panorama, heading, position, before=self.moves):
-                if memory.step is not None:
-                    if abs(memory.step - anchor.best_step) <= window:
-                        return True
-                elif anchor.category is not None and anchor.side is not None:
-                    seen = self.perception.closeness(memory.view, anchor.category, anchor.side)
-                    if seen >= anchor.best - 0.05:
-                        return True
-            if anchor.node is not None and self.map.memory.graph is not None:
-                return self.map.locate(panorama, heading, position) == anchor.node
-            return False
+        if anchor is None:
+            return self._looks_back(category, panorama, heading)  # nothing to recall: not a memory question
+        answer, part = self._recalls(self.map, anchor, panorama, heading, position, window)
+        if answer is None:
+            answer, part = self._looks_back(category, panorama, heading), FALLBACK
+        truth, _ = self._recalls(self._truth, anchor, panorama, heading, position, window)
+        self._asked("place", part, answer == truth)
+        return answer
+
+    def _looks_back(self, category: int | None, panorama: np.ndarray, heading: float) -> bool:
+        """Without an answer from memory: a landmark of the category is beside the agent."""
         if category is None:
             return False
         _, near = self.perception.beside(panorama, category, heading)
         return near >= self.th.back
 
-    def _remembers(self, anchor: _Pass) -> bool:
-        """Whether the memory still holds the place where ``anchor`` was passed (its graph node, or a view
-        stamped with that step: a small STM may have evicted it)."""
-        if not self.map.enabled:
-            return False
-        if anchor.node is not None and self.map.memory.graph is not None:
-            return True
-        return any(m.step == anchor.best_step for m in self.map.trace())
+    def _recalls(self, memory_map: EpisodicMap, anchor: _Pass, panorama: np.ndarray, heading: float,
+                 position: np.ndarray, window: int) -> tuple[bool | None, str]:
+        """``memory_map``'s answer to "is this where ``anchor`` was passed?" and the part that gave it:
+        ``True`` when a remembered view recognises the place; ``False`` when none does and a part still
+        holds the view of the step it was passed at (an exact record, so it would have: the approximate
+        graph does not overrule it); else ``True`` when the graph places the agent at (or, with ``window``,
+        next to) the node it was passed at; ``None`` (no answer: the agent's view decides) otherwise."""
+        if not memory_map.enabled:
+            return None, FALLBACK
+        for memory in memory_map.recall_here(panorama, heading, position, before=self.moves):
+            if memory.step is not None:
+                if abs(memory.step - anchor.best_step) <= window:
+                    return True, memory.source
+            elif anchor.category is not None and anchor.side is not None:
+                seen = self.perception.closeness(memory.view, anchor.category, anchor.side)
+                if seen >= anchor.best - 0.05:
+                    return True, memory.source
+        holder = memory_map.holds(anchor.best_step)
+        if holder is not None:   # an exact record of that visit exists and is not here
+            return False, holder
+        if anchor.node is not None and memory_map.has_graph:
+            if memory_map.near_node(memory_map.locate(panorama, heading, position), anchor.node, hops=window):
+                return True, "graph"
+        return None, FALLBACK
 
 
 def _count_runs(series: list[float], threshold: float, dip: float, count: int = 0, peak: float = 0.0,

@@ -1,31 +1,36 @@
-"""Mapping for the modular agent: every step's view and pose go into its Mem4Nav memory, and the memory
-answers the three questions the agent asks about the past.
+"""Mapping for the modular agent: every step's view and pose go into its Mem4Nav memory, and the agent asks
+the memory about the past only through the memory's retrieval API (:class:`~vlnkit.memory.Mem4NavMemory`),
+never by reading its parts. The questions:
 
-- :meth:`EpisodicMap.trace`: what was seen where along the way (to count "the second cafe"). The octree
-  keeps the last view of every place visited, the short-term memory (STM) the latest ``K`` writes.
+- :meth:`EpisodicMap.trace`: what was seen where along the way (to count "the second cafe"):
+  :meth:`Mem4NavMemory.trace`, the views of the parts that keep steps (oracle log, STM entries, octree
+  leaves' last visits).
 - :meth:`EpisodicMap.recall_here`: was I here before, when, and what did I see ("when you are back at the
-  bank")? The memory's retrieval policy answers (STM within ``eps`` when its best cosine reaches ``tau``,
-  else the long-term memory's top ``m`` tokens, kept when their place lies within ``place_radius``), and
-  the octree leaf at the position adds its last visit.
-- :meth:`EpisodicMap.locate` and :meth:`EpisodicMap.plan`: where am I in the topology graph, and which
-  graph nodes lead back to a remembered one (Dijkstra over the traversed edges, usable in both
-  directions since streets can be walked both ways).
+  bank")? :meth:`Mem4NavMemory.recall`: the retrieval policy's answer (STM within ``eps`` when its best
+  cosine reaches ``tau``, else the long-term memory's top ``m`` tokens, kept when their place lies within
+  ``place_radius``), the oracle-log entries and octree leaves within ``place_radius``.
+- :meth:`EpisodicMap.holds`: does a part still hold the view of a given step (a small STM evicts)?
+- :meth:`EpisodicMap.locate`, :meth:`EpisodicMap.near_node` and :meth:`EpisodicMap.plan`: where am I in the
+  topology graph, is that the node (or a neighbour of the node) where something was passed, and which
+  graph nodes lead back to it (Dijkstra over the traversed edges, usable in both directions since streets
+  can be walked both ways).
 
-Positions are the observation's metres (east, north), written at height 0. The step a memory is stamped
-with is the agent's count of places visited (moves), not of actions, so that turning on the spot does
-not spread one visit over several steps. A part switched off by the memory variant simply answers
-nothing, so the ablation changes what the agent can remember, never its code path.
+Every answer says which part gave it (``Memory.source``). Positions are the observation's metres (east,
+north), written at height 0. The step a memory is stamped with is the agent's count of places visited
+(moves), not of actions, so that turning on the spot does not spread one visit over several steps. A part
+switched off by the memory variant simply answers nothing, so the ablation changes what the agent can
+remember, never its code path.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import networkx as nx
 import numpy as np
 
 from vlnkit.agents.memory_support import ViewCodec
 from vlnkit.memory import Mem4NavMemory
+from vlnkit.memory.mem4nav import NO_STEP, Recollection
 
 
 @dataclass(frozen=True)
@@ -53,8 +58,12 @@ class EpisodicMap:
     @property
     def enabled(self) -> bool:
         """Whether any part of the memory is on (the ``none`` variant remembers nothing)."""
-        c = self.memory.config
-        return c.use_octree or c.use_graph or c.use_stm or c.use_ltm
+        return bool(self.memory.parts)
+
+    @property
+    def has_graph(self) -> bool:
+        """Whether the memory holds a topology graph (place recognition and planning by nodes)."""
+        return "graph" in self.memory.parts
 
     def reset(self) -> None:
         """Forget everything (a new episode)."""
@@ -71,83 +80,50 @@ class EpisodicMap:
         )
         return written.node
 
-    def trace(self) -> list[Memory]:
-        """Every remembered view with a known step, oldest first, one per step (a step is one place): the
-        octree's leaves and the STM's entries."""
-        found: dict[int, Memory] = {}
-        octree = self.memory.octree
-        if octree is not None:
-            for code in octree.codes.tolist():
-                leaf = octree.leaf(code)
-                if leaf is not None and leaf.embedding is not None:
-                    view = self.codec.egocentric(leaf.embedding)
-                    memory = Memory(leaf.last_step, leaf.center[:2].copy(), view, "octree")
-                    found[memory.step] = memory
-        stm = self.memory.stm
-        if stm is not None and len(stm):
-            hits = stm.retrieve(np.zeros(self.codec.dim, dtype=np.float32) + 1.0, np.zeros(3), self._origins(),
-                                k=stm.capacity, eps=np.inf, count_hits=False)
-            for step, position, embedding in zip(hits.steps.tolist(), hits.positions, hits.embeddings):
-                memory = Memory(int(step), position[:2].copy(), self.codec.egocentric(embedding), "stm")
-                found.setdefault(memory.step, memory)
-        return [found[step] for step in sorted(found)]
+    def trace(self, before: int | None = None) -> list[Memory]:
+        """Every remembered view with a known step, oldest first, one per step (a step is one place)."""
+        return self._memories(self.memory.trace(before))
 
     def recall_here(self, panorama: np.ndarray, heading: float, position: np.ndarray, before: int) -> list[Memory]:
-        """Views remembered at this place from before step ``before`` (call before writing the current view)."""
-        p = _xyz(position)
-        out: list[Memory] = []
-        if self.enabled and self.memory.writes:
-            found = self.memory.retrieve(self.codec.embed(panorama, heading), p)
-            near = np.linalg.norm(found.anchors[:, :2] - p[:2], axis=1) <= self.place_radius if len(found) else []
-            for i in np.flatnonzero(near).tolist():
-                step = None if found.steps is None else int(found.steps[i])
-                if step is None or step < before:
-                    out.append(Memory(step, found.anchors[i, :2].copy(), self.codec.egocentric(found.embeddings[i]),
-                                      found.source))
-        leaf = None if self.memory.octree is None else self.memory.octree.leaf_at(p)
-        if leaf is not None and leaf.embedding is not None and leaf.last_step < before:
-            out.append(Memory(leaf.last_step, leaf.center[:2].copy(), self.codec.egocentric(leaf.embedding), "octree"))
-        return out
+        """Views remembered at this place from before step ``before`` (call before writing the current view),
+        in the order the memory gives them (see :meth:`Mem4NavMemory.recall`)."""
+        if not self.enabled or not self.memory.writes:
+            return []
+        found = self.memory.recall(self.codec.embed(panorama, heading), _xyz(position), self.place_radius, before)
+        return self._memories(found)
+
+    def holds(self, step: int) -> str | None:
+        """The part that still holds the view of ``step``, or ``None``."""
+        return self.memory.holds(step) if self.enabled else None
 
     def locate(self, panorama: np.ndarray, heading: float, position: np.ndarray) -> int | None:
-        """The topology node of this place: the node the descriptor matches (within ``delta``), else the
-        nearest node by position; ``None`` without a graph or before the first write."""
-        graph = self.memory.graph
-        if graph is None or len(graph) == 0:
-            return None
-        p = _xyz(position)
-        descriptor = self.codec.descriptor(panorama, heading)
-        if self.memory.config.normalize_descriptors:
-            norm = float(np.linalg.norm(descriptor))
-            descriptor = descriptor / norm if norm > 0 else descriptor
-        node, distance = graph.nearest(descriptor, p)
-        if node is not None and distance <= graph.delta:
-            return node
-        return int(np.argmin(np.linalg.norm(graph.positions - p, axis=1)))
+        """The topology node of this place (see :meth:`Mem4NavMemory.locate`); ``None`` without a graph or
+        before the first write."""
+        return self.memory.locate(self.codec.descriptor(panorama, heading), _xyz(position))
+
+    def near_node(self, node: int | None, target: int | None, hops: int = 0) -> bool:
+        """Whether ``node`` is ``target``'s place: the node itself, one within ``hops`` traversed edges (a
+        neighbouring place), or one whose position lies within ``place_radius`` of the target's."""
+        return self.memory.near_node(node, target, hops, self.place_radius)
 
     def plan(self, source: int, target: int) -> list[np.ndarray]:
         """Positions (east, north) of the topology nodes on the cheapest path from ``source`` to ``target``
         (edge weights as the graph recorded them, edges usable both ways); empty when there is no path or no
         graph."""
-        graph = self.memory.graph
-        if graph is None or source >= len(graph) or target >= len(graph):
-            return []
-        try:
-            path = nx.dijkstra_path(graph.graph.to_undirected(as_view=True), source, target, weight="weight")
-        except (nx.NetworkXNoPath, nx.NodeNotFound):
-            return []
-        return [graph.positions[node][:2].copy() for node in path]
+        return [p[:2].copy() for p in self.memory.plan(source, target)]
 
     def node_position(self, node: int) -> np.ndarray | None:
         """Position (east, north) of a topology node, or ``None``."""
-        graph = self.memory.graph
-        if graph is None or node >= len(graph):
-            return None
-        return graph.positions[node][:2].copy()
+        found = self.memory.node_position(node)
+        return None if found is None else found[:2].copy()
 
-    def _origins(self) -> np.ndarray | None:
-        graph = self.memory.graph
-        return graph.positions if graph is not None and len(graph) else None
+    def _memories(self, found: Recollection) -> list[Memory]:
+        return [
+            Memory(None if int(step) == NO_STEP else int(step), position[:2].copy(), self.codec.egocentric(embedding),
+                   source)
+            for source, step, position, embedding in zip(found.sources, found.steps.tolist(), found.positions,
+                                                         found.embeddings)
+        ]
 
 
 def _xyz(position: np.ndarray) -> np.ndarray:

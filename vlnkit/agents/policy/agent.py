@@ -52,8 +52,7 @@ class PolicyAgent:
         self.codec = codec
         self.memory = memory
         self.num_actions = min(int(num_actions), model.config.num_actions)
-        c = memory.config
-        self.memory_tokens = bool(memory_tokens) and (c.use_stm or c.use_ltm or c.use_octree or c.use_graph)
+        self.memory_tokens = bool(memory_tokens) and bool(memory.parts)
         self._instruction: torch.Tensor | None = None
 
     def reset(self, observation: dict[str, Any], info: dict[str, Any] | None, seed: int) -> None:
