@@ -22,10 +22,11 @@ circles, plus the start and the goal (the visibility graph of the inflated obsta
    to the nearest goal and its next vertex toward it.
 4. A query point's distance is the smallest ``|p - v| + D(v)`` over the goals and the vertices that ``p``
    sees along a tangent. Candidates are tried in increasing order of that value, so the first one in
-   sight is the answer (sight is checked in batches, growing fourfold); the grid distance
-   (16-neighbour Dijkstra, an upper bound) stops the search early and is the answer where no candidate
-   does better (for example on ramps, where a straight segment in ``(x, z)`` is not the shortest on the
-   slope).
+   sight is the answer (sight is checked in batches, growing fourfold). The grid distance
+   (16-neighbour Dijkstra) bounds the candidates from above and is the answer where no candidate does
+   better (for example on ramps, where a straight segment in ``(x, z)`` is not the shortest on the
+   slope); an earlier answer in the same cell bounds them from below, since the distance changes no
+   faster than one walks.
 
 The distance reported and the path returned are the same chain, so the geodesic distance always equals
 the length of the shortest path.
@@ -67,6 +68,11 @@ BULGE_NEIGHBOURS = 16
 BULGE_FLAT = 2e-4
 """Metres a neighbouring border vertex must stand behind (or may stand in front of) a vertex's tangent
 for the border to count as convex there."""
+SAME_CELL_DETOUR = 0.01
+"""Metres a walk between two walkable points of one navmesh cell may exceed their straight distance (a
+chord of a cell's width cuts a circle of the agent's radius by about 3 mm)."""
+STRIDE_FRACTION = 0.9
+"""The sparse first pass of :func:`visible` samples at most this fraction of the agent's diameter apart."""
 _PAIR_CHUNK = 4_000_000
 _CHUNK_SAMPLES = 2_000_000
 _MEMO_SIZE = 4096
@@ -103,6 +109,9 @@ class ExactField:
     distance: np.ndarray
     next_node: np.ndarray
     memo: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    seen: dict[int, tuple[float, float, float]] = field(default_factory=dict, repr=False)
+    """Per navmesh cell, a point answered in it before (x, z) and its distance: a lower bound for the
+    next query in that cell (step 4 of the module docstring)."""
 
 
 def visible(nav: NavMesh, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -112,9 +121,10 @@ def visible(nav: NavMesh, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = np.atleast_2d(np.asarray(b, dtype=np.float64))
     length = np.hypot(b[:, 0] - a[:, 0], b[:, 2] - a[:, 2])
     steps = np.maximum(1, np.ceil(length / (0.5 * nav.cell_size))).astype(np.int64)
-    # Every few samples first (closer than the agent's diameter, so that no wall slips between them):
-    # most segments that cross a wall fail there, and only the others get every sample.
-    stride = max(1, int(nav.agent.radius // (0.5 * nav.cell_size)))
+    # Every few samples first, closer together than the agent's diameter: a segment that crosses an
+    # obstacle crosses a blocked band at least that wide, so it fails there; only the others get every
+    # sample (the answer is the same, as the sparse samples are among the dense ones).
+    stride = max(1, int(STRIDE_FRACTION * 2 * nav.agent.radius // (0.5 * nav.cell_size)))
     out = _visible_strided(nav, a, b, steps, stride)
     if stride > 1:
         rest = np.flatnonzero(out)
@@ -268,14 +278,17 @@ def exact_field(nav: NavMesh, vis: Visibility, goals: np.ndarray) -> ExactField:
     return ExactField(goals=goals, distance=dist.astype(np.float64), next_node=pred.astype(np.int64))
 
 
-def first_hop(nav: NavMesh, vis: Visibility, field: ExactField, point: np.ndarray, bound: float) -> tuple[float, int]:
-    """The distance from ``point`` to the goals through the best node in its sight, and that node
-    (``-1`` when no node in sight does better than ``bound``; step 4 of the module docstring)."""
+def first_hop(nav: NavMesh, vis: Visibility, field: ExactField, point: np.ndarray, bound: float,
+              cell: int = -1) -> tuple[float, int]:
+    """The distance from ``point`` (on navigable ``cell``, or -1 when unknown) to the goals through the
+    best node in its sight, and that node (``-1`` when no node in sight does better than ``bound``;
+    step 4 of the module docstring)."""
     key = tuple(np.round(point, 5).tolist()) + (round(bound, 6),)
     hit = field.memo.get(key)
     if hit is not None:
         return hit
-    distance, node = first_hops(nav, vis, field, np.asarray(point, dtype=np.float64)[None, :], np.array([bound]))
+    distance, node = first_hops(nav, vis, field, np.asarray(point, dtype=np.float64)[None, :], np.array([bound]),
+                                np.array([cell]))
     answer = (float(distance[0]), int(node[0]))
     field.memo[key] = answer
     while len(field.memo) > _MEMO_SIZE:
@@ -283,15 +296,19 @@ def first_hop(nav: NavMesh, vis: Visibility, field: ExactField, point: np.ndarra
     return answer
 
 
-def first_hops(nav: NavMesh, vis: Visibility, field: ExactField, points: np.ndarray,
-               bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`first_hop` for many points ``(K, 3)`` with upper bounds ``(K,)`` at once: each round checks
-    the sight of every unresolved point's next candidates together, in one :func:`visible` call."""
+def first_hops(nav: NavMesh, vis: Visibility, field: ExactField, points: np.ndarray, bounds: np.ndarray,
+               cells: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`first_hop` for many points ``(K, 3)`` with upper bounds ``(K,)`` (on navigable ``cells``,
+    -1 where unknown) at once: each round checks the sight of every unresolved point's next candidates
+    together, in one :func:`visible` call."""
     nodes = np.concatenate([vis.points, field.goals])
     v = len(vis.points)
+    cells = np.full(len(points), -1, dtype=np.int64) if cells is None else np.asarray(cells, dtype=np.int64)
+    off = np.abs(points - nav.positions[np.maximum(cells, 0)])[:, [0, 2]].max(axis=1) > 0.5 * nav.cell_size + 1e-9
+    cells = np.where(off, -1, cells)  # a point snapped from elsewhere does not stand in its cell
     gap = nodes[None, :, :] - points[:, None, :]
     total = np.sqrt(np.einsum("knd,knd->kn", gap, gap)) + field.distance[None, :]
-    usable = total < bounds[:, None] - 1e-9
+    usable = (total < bounds[:, None] - 1e-9) & (total >= _lower_bounds(field, points, cells)[:, None])
     rows, cols = np.nonzero(usable[:, :v])
     usable[rows, cols] = _tangent(-gap[rows, cols], vis.away[cols])
     distance = np.asarray(bounds, dtype=np.float64).copy()
@@ -313,7 +330,23 @@ def first_hops(nav: NavMesh, vis: Visibility, field: ExactField, points: np.ndar
         distance[todo[hit]] = total[todo[hit], best[hit]]
         start, size = start + width, 4 * size
         todo = todo[~hit & (count[todo] > start)]
+    for c, p, d in zip(cells.tolist(), points.tolist(), distance.tolist()):
+        if c >= 0 and math.isfinite(d):
+            field.seen[c] = (p[0], p[2], d)
     return distance, node
+
+
+def _lower_bounds(field: ExactField, points: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Lower bounds on the distance of ``points`` from an earlier answer in the same navmesh cell: the
+    distance changes no faster than the walk between two points, and two walkable points in one cell
+    are joined by a walk at most :data:`SAME_CELL_DETOUR` longer than the straight line. A node whose
+    total lies below the bound cannot be in sight, so it is not tried."""
+    lower = np.full(len(points), -np.inf)
+    for k, c in enumerate(cells.tolist()):
+        hit = field.seen.get(c)
+        if hit is not None:
+            lower[k] = hit[2] - math.hypot(points[k, 0] - hit[0], points[k, 2] - hit[1]) - SAME_CELL_DETOUR
+    return lower
 
 
 def chain(vis: Visibility, field: ExactField, point: np.ndarray, node: int) -> np.ndarray:

@@ -338,7 +338,7 @@ class NavMesh:
         if field.exact is None or not math.isfinite(bound):
             return bound
         p = np.array([point[0], self.height[cell], point[2]], dtype=np.float64)
-        return first_hop(self, self.visibility, field.exact, p, bound)[0]
+        return first_hop(self, self.visibility, field.exact, p, bound, cell)[0]
 
     def distances_at(self, field: GoalField, points: np.ndarray, cells: np.ndarray) -> np.ndarray:
         """:meth:`distance_at` for many points ``(K, 3)`` standing on ``cells`` ``(K,)``, in one batch."""
@@ -350,7 +350,7 @@ class NavMesh:
             return bounds
         on_floor = points[finite].copy()
         on_floor[:, 1] = self.height[cells[finite]]
-        bounds[finite] = first_hops(self, self.visibility, field.exact, on_floor, bounds[finite])[0]
+        bounds[finite] = first_hops(self, self.visibility, field.exact, on_floor, bounds[finite], cells[finite])[0]
         return bounds
 
     def shortest_path(self, field: GoalField, point: np.ndarray, cell: int) -> np.ndarray:
@@ -361,7 +361,7 @@ class NavMesh:
         if not math.isfinite(bound):
             return np.zeros((0, 3))
         if field.exact is not None:
-            _, node = first_hop(self, self.visibility, field.exact, p, bound)
+            _, node = first_hop(self, self.visibility, field.exact, p, bound, cell)
             if node >= 0:
                 return chain(self.visibility, field.exact, p, node)
         return self._grid_path(field, p, cell)
@@ -492,19 +492,26 @@ def _nearest_level(cols: np.ndarray, heights: np.ndarray, column_start: np.ndarr
                    tolerance: float) -> np.ndarray:
     """For columns ``cols`` (-1 outside), the cell of each column whose height is nearest to ``heights``
     (within ``tolerance``), or -1; cells of column ``c`` are ``column_start[c]:column_start[c+1]``."""
-    ok = cols >= 0
-    lo = np.where(ok, column_start[np.maximum(cols, 0)], 0)
-    hi = np.where(ok, column_start[np.maximum(cols, 0) + 1], 0)
+    safe = np.maximum(cols, 0)
+    lo = column_start[safe]
+    count = np.where(cols >= 0, column_start[safe + 1] - lo, 0)
     best = np.full(len(cols), -1, dtype=np.int64)
-    best_dh = np.full(len(cols), float(tolerance))
-    last = max(len(cell_height) - 1, 0)
-    for k in range(int((hi - lo).max(initial=0))):
+    one = np.flatnonzero(count == 1)
+    best[one] = np.where(np.abs(cell_height[lo[one]] - heights[one]) <= tolerance, lo[one], -1)
+    many = np.flatnonzero(count > 1)
+    if not len(many):
+        return best
+    lo, hi, level = lo[many], lo[many] + count[many], heights[many]
+    pick = np.full(len(many), -1, dtype=np.int64)
+    pick_dh = np.full(len(many), float(tolerance))
+    for k in range(int(count[many].max())):
         cand = lo + k
         valid = cand < hi
-        dh = np.where(valid, np.abs(cell_height[np.minimum(cand, last)] - heights), np.inf)
-        better = valid & (dh <= best_dh)
-        best[better] = cand[better]
-        best_dh[better] = dh[better]
+        dh = np.where(valid, np.abs(cell_height[np.minimum(cand, len(cell_height) - 1)] - level), np.inf)
+        better = valid & (dh <= pick_dh)
+        pick[better] = cand[better]
+        pick_dh[better] = dh[better]
+    best[many] = pick
     return best
 
 
