@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -105,6 +106,27 @@ def test_llm_failures_fall_back_to_the_rules(failure: str | Exception) -> None:
     predictor = LLMSpotPredictor(ScriptedClient([failure]), fallback=RuleSpotPredictor())
     assert predictor.predict(HOUSE) == RuleSpotPredictor().predict(HOUSE)
     assert predictor.fallbacks == 1
+
+
+def test_fallbacks_are_logged_once_and_counted_per_episode(caplog: pytest.LogCaptureFixture) -> None:
+    from vlnkit.agents.vlncm.spots import SpotFollower
+
+    predictor = LLMSpotPredictor(ScriptedClient([LLMUnavailable("down")] * 3 + ['{"spots": ["the hallway"]}']),
+                                 fallback=RuleSpotPredictor())
+    follower = SpotFollower(predictor, scorer=None)
+    counts = []
+    with caplog.at_level(logging.WARNING, logger=predictor_logger_name()):
+        for _ in range(4):
+            follower.start_spots(HOUSE)
+            counts.append(follower.episode_stats()["spot_fallbacks"])
+    assert counts == [1, 1, 1, 0] and predictor.fallbacks == 3
+    assert [r.getMessage().count("falls back to rules") for r in caplog.records] == [1]
+
+
+def predictor_logger_name() -> str:
+    from vlnkit.agents.vlncm import asp
+
+    return asp.log.name
 
 
 def test_llm_without_fallback_raises() -> None:

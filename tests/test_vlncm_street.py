@@ -118,7 +118,7 @@ def test_falling_scores_pass_the_spots_and_the_last_one_stops() -> None:
     assert a.monitor.current == 1 and a.passed == 1
     assert a.act(obs(position=(3, 0))) == FORWARD
     assert a.act(obs(position=(4, 0))) == STOP
-    assert a.episode_stats() == {"spots": ["bank", "cafe"], "spots_passed": 2, "spots_reached": 0, "moves": 4}
+    assert a.episode_stats() == {"spots": ["bank", "cafe"], "spots_passed": 2, "spots_reached": 0, "moves": 4, "spot_fallbacks": 0}
 
 
 def test_a_spot_beside_at_its_best_is_reached() -> None:

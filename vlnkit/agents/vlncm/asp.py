@@ -259,5 +259,9 @@ class LLMSpotPredictor:
             if self.fallback is None:
                 raise
             self.fallbacks += 1
-            log.warning("attention spot predictor falls back to rules: %s", err)
+            if self.fallbacks == 1:
+                log.warning("attention spot predictor falls back to rules: %s (further fallbacks are counted "
+                            "in agent_stats, not logged)", err)
+            else:
+                log.debug("attention spot predictor falls back to rules: %s", err)
             return self.fallback.predict(instruction)

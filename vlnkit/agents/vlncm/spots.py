@@ -35,11 +35,14 @@ class SpotFollower:
         self.max_moves = int(max_moves)
         self.max_spot_moves = int(max_spot_moves)
         self.spots: list[str] = []
+        self.spot_fallbacks = 0
         self.moves = self.spot_moves = self.passed = self.reached = 0
 
     def start_spots(self, instruction: str) -> None:
         """Predict the instruction's spots and start at the first, with every count at zero."""
+        before = getattr(self.asp, "fallbacks", 0)
         self.spots = self.asp.predict(instruction)
+        self.spot_fallbacks = int(getattr(self.asp, "fallbacks", 0) > before)
         self.monitor.reset(len(self.spots))
         self.moves = self.spot_moves = self.passed = self.reached = 0
 
@@ -79,6 +82,7 @@ class SpotFollower:
         return selection.score >= max(self.monitor.history)
 
     def episode_stats(self) -> dict[str, Any]:
-        """This episode's spots, how many the progress monitor passed and how many were reached, moves."""
+        """This episode's spots, how many the progress monitor passed and how many were reached, moves, and
+        ``spot_fallbacks``: 1 when the LLM gave no valid answer and the rule-based predictor's spots were used."""
         return {"spots": list(self.spots), "spots_passed": self.passed, "spots_reached": self.reached,
-                "moves": self.moves}
+                "moves": self.moves, "spot_fallbacks": self.spot_fallbacks}
