@@ -229,3 +229,29 @@ def test_the_geodesics_benchmarks_reference_solver_matches_the_hand_computed_cor
     # The reference's circles are 64-gons inscribed in the circle: shorter than the arc by a hair.
     assert d == pytest.approx(_wrap_length((0.5, 0.5), (3.5, 3.5), (3.0, 1.0), 0.1), abs=1e-3)
     assert solver.distance(np.array([0.5, 0.5]), np.array([2.5, 0.5])) == pytest.approx(2.0, abs=1e-9)
+
+
+def test_compiled_fit_tests_match_a_naive_reference(door_room):
+    # The compiled point and segment tests of vlnkit.envs.continuous.sight against the plain definitions:
+    # a point fits when it is on the floor with clearance >= r; a segment when each half-cell sample
+    # stands on a navigable cell or fits.
+    from vlnkit.envs.continuous.geodesic import CLEARANCE_SLACK, visible
+
+    nav = door_room
+    rng = np.random.default_rng(3)
+    points = np.c_[rng.uniform(2.5, 3.5, 4000), np.zeros(4000), rng.uniform(0.0, 4.0, 4000)]
+    naive = nav.on_floor(points) & (nav.clearance(points) >= nav.agent.radius - CLEARANCE_SLACK)
+    assert np.array_equal(nav.clear(points, CLEARANCE_SLACK), naive)
+    assert 0.2 < naive.mean() < 0.8
+    a = np.c_[rng.uniform(0.5, 5.5, 300), np.zeros(300), rng.uniform(0.5, 3.5, 300)]
+    b = np.c_[rng.uniform(0.5, 5.5, 300), np.zeros(300), rng.uniform(0.5, 3.5, 300)]
+    expected = []
+    for p, q in zip(a, b):
+        steps = max(1, math.ceil(math.hypot(*(q - p)[[0, 2]]) / (0.5 * nav.cell_size)))
+        t = np.arange(1, steps)[:, None] / steps
+        samples = p + t * (q - p)
+        fits = (nav.cells_at(samples, samples[:, 1]) >= 0) | (
+            nav.on_floor(samples) & (nav.clearance(samples) >= nav.agent.radius - CLEARANCE_SLACK))
+        expected.append(bool(fits.all()))
+    got = visible(nav, a, b)
+    assert got.tolist() == expected and 0 < sum(expected) < len(expected)

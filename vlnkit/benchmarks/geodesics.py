@@ -9,8 +9,10 @@ linked where the segment lies in the free space and is tangent at both ends, plu
 
 Same-run baseline: the 16-neighbour grid metric of the same navmesh (what vlnkit measured before its
 geodesics became any-angle). Errors are ``(vlnkit - reference) / reference`` over random start/goal pairs
-on the ground floor of synthetic houses; query time is one ``geodesic_distance`` call with the goal's
-field already computed.
+on the ground floor of synthetic houses. Query time is one ``geodesic_distance`` call with the goal's
+field already computed: ``query_ms`` at the random start (nothing asked nearby before), and
+``query_ms_along_path`` at points every 0.25 m along the shortest path, asked in order as an agent's
+positions are (earlier answers then bound the search).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from typing import Any
 import numpy as np
 
 QUICK = {"houses": 2, "pairs": 60}
+STEP_M = 0.25
+"""Spacing of the query points along each shortest path (VLN-CE's forward step)."""
 QUAD_SEGS = 16
 
 
@@ -151,7 +155,7 @@ def run(houses: int = 4, pairs: int = 200, seed: int = 0) -> dict[str, Any]:
     from vlnkit.envs.synth.houses import build_house
 
     rng = np.random.default_rng(seed)
-    errors, grid_errors, query_ms = [], [], []
+    errors, grid_errors, query_ms, along_ms = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for index in range(houses):
             _, _, backend = build_house(seed, index, Path(tmp))
@@ -169,6 +173,11 @@ def run(houses: int = 4, pairs: int = 200, seed: int = 0) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 ours = backend.geodesic_distance(start, [goal])
                 query_ms.append((time.perf_counter() - t0) * 1e3)
+                path = backend.shortest_path(start, [goal])
+                for point in _along(path, STEP_M)[1:]:
+                    t0 = time.perf_counter()
+                    backend.geodesic_distance(point, [goal])
+                    along_ms.append((time.perf_counter() - t0) * 1e3)
                 grid = nav.grid_distance_at(field, start, nav.locate(start))
                 errors.append((ours - reference) / reference)
                 grid_errors.append((grid - reference) / reference)
@@ -183,7 +192,18 @@ def run(houses: int = 4, pairs: int = 200, seed: int = 0) -> dict[str, Any]:
         "grid_mean_error_pct": round(100 * float(g.mean()), 3),
         "grid_worst_error_pct": round(100 * float(np.abs(g).max()), 3),
         "query_ms": round(float(np.median(query_ms)), 4),
+        "query_ms_along_path": round(float(np.median(along_ms)), 4),
     }
+
+
+def _along(path: np.ndarray, step: float) -> np.ndarray:
+    """Points every ``step`` metres along the polyline ``path`` ``(K, 3)``, as an agent's positions."""
+    if len(path) < 2:
+        return path
+    seg = np.linalg.norm(np.diff(path, axis=0), axis=1)
+    at = np.concatenate([[0.0], np.cumsum(seg)])
+    s = np.arange(0.0, at[-1], step)
+    return np.stack([np.interp(s, at, path[:, i]) for i in range(3)], axis=1)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -22,11 +22,13 @@ circles, plus the start and the goal (the visibility graph of the inflated obsta
    to the nearest goal and its next vertex toward it.
 4. A query point's distance is the smallest ``|p - v| + D(v)`` over the goals and the vertices that ``p``
    sees along a tangent. Candidates are tried in increasing order of that value, so the first one in
-   sight is the answer (sight is checked in batches, growing fourfold). The grid distance
+   sight is the answer. The grid distance
    (16-neighbour Dijkstra) bounds the candidates from above and is the answer where no candidate does
    better (for example on ramps, where a straight segment in ``(x, z)`` is not the shortest on the
-   slope); an earlier answer in the same cell bounds them from below, since the distance changes no
-   faster than one walks.
+   slope). An earlier answer ``d'`` at a point ``p'`` that ``p`` sees bounds them from below: the
+   distance changes no faster than one walks, so ``D(p) >= d' - |p - p'|`` (less a small margin), and a
+   candidate below that cannot be in sight. Along a trajectory or among the probes of the follower this
+   skips most of the candidates behind walls.
 
 The distance reported and the path returned are the same chain, so the geodesic distance always equals
 the length of the shortest path.
@@ -68,16 +70,13 @@ BULGE_NEIGHBOURS = 16
 BULGE_FLAT = 2e-4
 """Metres a neighbouring border vertex must stand behind (or may stand in front of) a vertex's tangent
 for the border to count as convex there."""
-SAME_CELL_DETOUR = 0.01
-"""Metres a walk between two walkable points of one navmesh cell may exceed their straight distance (a
-chord of a cell's width cuts a circle of the agent's radius by about 3 mm)."""
-STRIDE_FRACTION = 0.9
-"""The sparse first pass of :func:`visible` samples at most this fraction of the agent's diameter apart."""
+LOWER_BOUND_MARGIN = 0.02
+"""Metres taken off the lower bound from an earlier answer (step 4 of the module docstring), for the
+vertex polygons' millimetres and rounding."""
+RECENT_ANSWERS = 16
+"""Earlier answers per goal field kept as sources of lower bounds."""
 _PAIR_CHUNK = 4_000_000
-_CHUNK_SAMPLES = 2_000_000
 _MEMO_SIZE = 4096
-_FIRST_BATCH = 8
-"""Candidates whose sight is checked together at first in a query (then four times as many each round)."""
 
 
 @dataclass
@@ -109,63 +108,16 @@ class ExactField:
     distance: np.ndarray
     next_node: np.ndarray
     memo: OrderedDict = field(default_factory=OrderedDict, repr=False)
-    seen: dict[int, tuple[float, float, float]] = field(default_factory=dict, repr=False)
-    """Per navmesh cell, a point answered in it before (x, z) and its distance: a lower bound for the
-    next query in that cell (step 4 of the module docstring)."""
+    recent: np.ndarray = field(default_factory=lambda: np.full((RECENT_ANSWERS, 4), np.nan), repr=False)
+    """The latest answered points and their distances ``(x, y, z, d)``, sources of lower bounds."""
+    nodes: np.ndarray | None = field(default=None, repr=False)
+    """The vertices then the goals, as the graph numbers them (filled on first query)."""
 
 
 def visible(nav: NavMesh, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """For pairs of floor points ``a[i] -> b[i]`` (``(P, 3)`` each), whether the straight segment between
-    them is walkable for the agent (step 2 of the module docstring)."""
-    a = np.atleast_2d(np.asarray(a, dtype=np.float64))
-    b = np.atleast_2d(np.asarray(b, dtype=np.float64))
-    length = np.hypot(b[:, 0] - a[:, 0], b[:, 2] - a[:, 2])
-    steps = np.maximum(1, np.ceil(length / (0.5 * nav.cell_size))).astype(np.int64)
-    # Every few samples first, closer together than the agent's diameter: a segment that crosses an
-    # obstacle crosses a blocked band at least that wide, so it fails there; only the others get every
-    # sample (the answer is the same, as the sparse samples are among the dense ones).
-    stride = max(1, int(STRIDE_FRACTION * 2 * nav.agent.radius // (0.5 * nav.cell_size)))
-    out = _visible_strided(nav, a, b, steps, stride)
-    if stride > 1:
-        rest = np.flatnonzero(out)
-        out[rest] = _visible_strided(nav, a[rest], b[rest], steps[rest], 1)
-    return out
-
-
-def _visible_strided(nav: NavMesh, a: np.ndarray, b: np.ndarray, steps: np.ndarray, stride: int) -> np.ndarray:
-    """:func:`visible` on the interior samples ``stride, 2 stride, ...`` of ``steps`` per pair, in chunks."""
-    out = np.ones(len(a), dtype=bool)
-    ends = np.cumsum((steps - 1) // stride)
-    start = 0
-    while start < len(a):
-        done = ends[start - 1] if start else 0
-        stop = max(start + 1, int(np.searchsorted(ends, done + _CHUNK_SAMPLES, side="right")))
-        out[start:stop] = _visible_chunk(nav, a[start:stop], b[start:stop], steps[start:stop], stride)
-        start = stop
-    return out
-
-
-def _visible_chunk(nav: NavMesh, a: np.ndarray, b: np.ndarray, steps: np.ndarray, stride: int) -> np.ndarray:
-    """:func:`visible` for a chunk of pairs: their samples (every ``stride``-th) in one flat array."""
-    inner = (steps - 1) // stride
-    pair = np.repeat(np.arange(len(a)), inner)
-    if not len(pair):
-        return np.ones(len(a), dtype=bool)
-    first = np.cumsum(inner) - inner
-    t = (np.arange(len(pair)) - first[pair] + 1) * stride / steps[pair]
-    pts = a[pair] + t[:, None] * (b - a)[pair]
-    verdict = (nav.cells_at(pts, pts[:, 1]) >= 0).astype(np.int8)
-    near = np.flatnonzero(verdict == 0)
-    if nav.floor_clearance is None:
-        verdict[near] = nav.clear(pts[near], CLEARANCE_SLACK)
-        return np.bincount(pair[verdict == 0], minlength=len(a)) == 0
-    # Near walls: cheap verdicts first, then the exact test only on pairs that no sample has blocked.
-    floor, verdict[near] = nav.near_wall.classify(nav, pts[near], CLEARANCE_SLACK)
-    alive = np.bincount(pair[verdict == 0], minlength=len(a)) == 0
-    undecided = (verdict[near] < 0) & alive[pair[near]]
-    check = near[undecided]
-    verdict[check] = nav.near_wall.exact(nav, pts[check], floor[undecided], CLEARANCE_SLACK)
-    return np.bincount(pair[verdict == 0], minlength=len(a)) == 0
+    them is walkable for the agent (step 2 of the module docstring; compiled in :mod:`.sight`)."""
+    return nav.sight.visible(a, b, CLEARANCE_SLACK)
 
 
 def build_visibility(nav: NavMesh) -> Visibility:
@@ -278,17 +230,14 @@ def exact_field(nav: NavMesh, vis: Visibility, goals: np.ndarray) -> ExactField:
     return ExactField(goals=goals, distance=dist.astype(np.float64), next_node=pred.astype(np.int64))
 
 
-def first_hop(nav: NavMesh, vis: Visibility, field: ExactField, point: np.ndarray, bound: float,
-              cell: int = -1) -> tuple[float, int]:
-    """The distance from ``point`` (on navigable ``cell``, or -1 when unknown) to the goals through the
-    best node in its sight, and that node (``-1`` when no node in sight does better than ``bound``;
-    step 4 of the module docstring)."""
+def first_hop(nav: NavMesh, vis: Visibility, field: ExactField, point: np.ndarray, bound: float) -> tuple[float, int]:
+    """The distance from ``point`` to the goals through the best node in its sight, and that node
+    (``-1`` when no node in sight does better than ``bound``; step 4 of the module docstring)."""
     key = tuple(np.round(point, 5).tolist()) + (round(bound, 6),)
     hit = field.memo.get(key)
     if hit is not None:
         return hit
-    distance, node = first_hops(nav, vis, field, np.asarray(point, dtype=np.float64)[None, :], np.array([bound]),
-                                np.array([cell]))
+    distance, node = first_hops(nav, vis, field, np.asarray(point, dtype=np.float64)[None, :], np.array([bound]))
     answer = (float(distance[0]), int(node[0]))
     field.memo[key] = answer
     while len(field.memo) > _MEMO_SIZE:
@@ -296,57 +245,22 @@ def first_hop(nav: NavMesh, vis: Visibility, field: ExactField, point: np.ndarra
     return answer
 
 
-def first_hops(nav: NavMesh, vis: Visibility, field: ExactField, points: np.ndarray, bounds: np.ndarray,
-               cells: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`first_hop` for many points ``(K, 3)`` with upper bounds ``(K,)`` (on navigable ``cells``,
-    -1 where unknown) at once: each round checks the sight of every unresolved point's next candidates
-    together, in one :func:`visible` call."""
-    nodes = np.concatenate([vis.points, field.goals])
-    v = len(vis.points)
-    cells = np.full(len(points), -1, dtype=np.int64) if cells is None else np.asarray(cells, dtype=np.int64)
-    off = np.abs(points - nav.positions[np.maximum(cells, 0)])[:, [0, 2]].max(axis=1) > 0.5 * nav.cell_size + 1e-9
-    cells = np.where(off, -1, cells)  # a point snapped from elsewhere does not stand in its cell
-    gap = nodes[None, :, :] - points[:, None, :]
-    total = np.sqrt(np.einsum("knd,knd->kn", gap, gap)) + field.distance[None, :]
-    usable = (total < bounds[:, None] - 1e-9) & (total >= _lower_bounds(field, points, cells)[:, None])
-    rows, cols = np.nonzero(usable[:, :v])
-    usable[rows, cols] = _tangent(-gap[rows, cols], vis.away[cols])
-    distance = np.asarray(bounds, dtype=np.float64).copy()
-    node = np.full(len(points), -1, dtype=np.int64)
-    count = usable.sum(axis=1)
-    order = np.argsort(np.where(usable, total, np.inf), axis=1, kind="stable")
-    todo = np.flatnonzero(count > 0)
-    start, size = 0, _FIRST_BATCH
-    while len(todo):
-        width = min(size, order.shape[1] - start)
-        cand = order[todo, start:start + width]
-        real = np.arange(start, start + width)[None, :] < count[todo, None]
-        rows, cols = np.nonzero(real)
-        seen = np.zeros(real.shape, dtype=bool)
-        seen[rows, cols] = visible(nav, points[todo[rows]], nodes[cand[rows, cols]])
-        hit = seen.any(axis=1)
-        best = cand[np.arange(len(todo)), seen.argmax(axis=1)]
-        node[todo[hit]] = best[hit]
-        distance[todo[hit]] = total[todo[hit], best[hit]]
-        start, size = start + width, 4 * size
-        todo = todo[~hit & (count[todo] > start)]
-    for c, p, d in zip(cells.tolist(), points.tolist(), distance.tolist()):
-        if c >= 0 and math.isfinite(d):
-            field.seen[c] = (p[0], p[2], d)
+def first_hops(nav: NavMesh, vis: Visibility, field: ExactField, points: np.ndarray,
+               bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`first_hop` for many points ``(K, 3)`` with upper bounds ``(K,)``."""
+    if field.nodes is None:
+        field.nodes = np.ascontiguousarray(np.concatenate([vis.points, field.goals]))
+    points = np.atleast_2d(np.asarray(points, dtype=np.float64))
+    distance = np.empty(len(points))
+    node = np.empty(len(points), dtype=np.int64)
+    for k, p in enumerate(points):
+        distance[k], node[k] = nav.sight.first_hop(p, field.nodes, field.distance, len(vis.points), vis.away,
+                                                   float(bounds[k]), field.recent, LOWER_BOUND_MARGIN,
+                                                   TANGENT_SLACK, CLEARANCE_SLACK)
+        if node[k] >= 0:
+            field.recent[1:] = field.recent[:-1]
+            field.recent[0] = (p[0], p[1], p[2], distance[k])
     return distance, node
-
-
-def _lower_bounds(field: ExactField, points: np.ndarray, cells: np.ndarray) -> np.ndarray:
-    """Lower bounds on the distance of ``points`` from an earlier answer in the same navmesh cell: the
-    distance changes no faster than the walk between two points, and two walkable points in one cell
-    are joined by a walk at most :data:`SAME_CELL_DETOUR` longer than the straight line. A node whose
-    total lies below the bound cannot be in sight, so it is not tried."""
-    lower = np.full(len(points), -np.inf)
-    for k, c in enumerate(cells.tolist()):
-        hit = field.seen.get(c)
-        if hit is not None:
-            lower[k] = hit[2] - math.hypot(points[k, 0] - hit[0], points[k, 2] - hit[1]) - SAME_CELL_DETOUR
-    return lower
 
 
 def chain(vis: Visibility, field: ExactField, point: np.ndarray, node: int) -> np.ndarray:

@@ -53,6 +53,7 @@ from vlnkit.envs.continuous.geodesic import (
     first_hop,
     first_hops,
 )
+from vlnkit.envs.continuous.sight import SightGrid
 
 RING8: tuple[tuple[int, int], ...] = ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1))
 KNIGHT: tuple[tuple[int, int], ...] = ((1, 2), (2, 1), (-1, 2), (-2, 1), (1, -2), (2, -1), (-1, -2), (-2, -1))
@@ -135,6 +136,7 @@ class NavMesh:
     _boundary_tree: cKDTree | None = field(default=None, repr=False)
     _visibility: Visibility | None = field(default=None, repr=False)
     _near_wall: NearWall | None = field(default=None, repr=False)
+    _sight: SightGrid | None = field(default=None, repr=False)
     _positions: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -292,10 +294,7 @@ class NavMesh:
         """Whether each point ``(N, 3)`` stands on the floor (before erosion) with a clearance of at least
         the agent radius minus ``slack``: the same answer as :meth:`on_floor` and :meth:`clearance`
         together, with the nearest boundary points looked up per floor cell (see :class:`NearWall`)."""
-        if self.floor_start is None or self.floor_height is None or self.floor_clearance is None:
-            pts = np.atleast_2d(np.asarray(points, dtype=np.float64))
-            return self.on_floor(pts) & (self.clearance(pts) >= self.agent.radius - slack)
-        return self.near_wall.clear(self, np.atleast_2d(np.asarray(points, dtype=np.float64)), slack)
+        return self.sight.clear(points, slack)
 
     @property
     def near_wall(self) -> NearWall:
@@ -303,6 +302,13 @@ class NavMesh:
         if self._near_wall is None:
             self._near_wall = NearWall.build(self)
         return self._near_wall
+
+    @property
+    def sight(self) -> SightGrid:
+        """The compiled point and segment tests of this navmesh (:mod:`.sight`; built on first use)."""
+        if self._sight is None:
+            self._sight = SightGrid.of(self)
+        return self._sight
 
     @property
     def visibility(self) -> Visibility:
@@ -338,7 +344,7 @@ class NavMesh:
         if field.exact is None or not math.isfinite(bound):
             return bound
         p = np.array([point[0], self.height[cell], point[2]], dtype=np.float64)
-        return first_hop(self, self.visibility, field.exact, p, bound, cell)[0]
+        return first_hop(self, self.visibility, field.exact, p, bound)[0]
 
     def distances_at(self, field: GoalField, points: np.ndarray, cells: np.ndarray) -> np.ndarray:
         """:meth:`distance_at` for many points ``(K, 3)`` standing on ``cells`` ``(K,)``, in one batch."""
@@ -350,7 +356,7 @@ class NavMesh:
             return bounds
         on_floor = points[finite].copy()
         on_floor[:, 1] = self.height[cells[finite]]
-        bounds[finite] = first_hops(self, self.visibility, field.exact, on_floor, bounds[finite], cells[finite])[0]
+        bounds[finite] = first_hops(self, self.visibility, field.exact, on_floor, bounds[finite])[0]
         return bounds
 
     def shortest_path(self, field: GoalField, point: np.ndarray, cell: int) -> np.ndarray:
@@ -361,7 +367,7 @@ class NavMesh:
         if not math.isfinite(bound):
             return np.zeros((0, 3))
         if field.exact is not None:
-            _, node = first_hop(self, self.visibility, field.exact, p, bound, cell)
+            _, node = first_hop(self, self.visibility, field.exact, p, bound)
             if node >= 0:
                 return chain(self.visibility, field.exact, p, node)
         return self._grid_path(field, p, cell)
@@ -449,43 +455,6 @@ class NearWall:
         safe, found = np.take_along_axis(safe, first, axis=1), np.take_along_axis(found, first, axis=1)
         points = np.where(found[:, :, None], nav.boundary[safe][:, :, [0, 2]], 1e9)
         return cls(row=row, points=points)
-
-    def classify(self, nav: NavMesh, points: np.ndarray, slack: float) -> tuple[np.ndarray, np.ndarray]:
-        """For points ``(N, 3)``: their floor cell (-1 off the floor) and a cheap verdict, ``1`` clear,
-        ``0`` blocked or ``-1`` undecided, from the centre's clearance ``C`` (clearance changes no faster
-        than the distance ``d`` to the centre: clear when ``C - d`` reaches the limit, blocked when
-        ``C + d`` does not)."""
-        floor = _nearest_level(nav.columns(points), points[:, 1], nav.floor_start, nav.floor_height,
-                               nav.agent.max_climb)
-        on = floor >= 0
-        safe = np.maximum(floor, 0)
-        column = np.searchsorted(nav.floor_start, safe, side="right") - 1
-        cs = nav.cell_size
-        dx = points[:, 0] - (nav.origin[0] + (column // nav.shape[1] + 0.5) * cs)
-        dz = points[:, 2] - (nav.origin[2] + (column % nav.shape[1] + 0.5) * cs)
-        offset = np.hypot(dx, dz)
-        centre = nav.floor_clearance[safe]
-        limit = nav.agent.radius - slack
-        verdict = np.full(len(points), -1, dtype=np.int8)
-        verdict[(centre - offset >= limit) | (self.row[safe] < 0)] = 1
-        verdict[centre + offset < limit] = 0
-        verdict[~on] = 0
-        return floor, verdict
-
-    def exact(self, nav: NavMesh, points: np.ndarray, floor: np.ndarray, slack: float) -> np.ndarray:
-        """Whether points ``(N, 3)`` on floor cells ``floor`` (all in lists) clear the radius, from the
-        nearest boundary points listed for their cells."""
-        gap = self.points[self.row[floor]] - points[:, None, [0, 2]]
-        limit = max(nav.agent.radius - slack, 0.0)
-        return np.einsum("nkd,nkd->nk", gap, gap).min(axis=1) >= limit**2
-
-    def clear(self, nav: NavMesh, points: np.ndarray, slack: float) -> np.ndarray:
-        """:meth:`NavMesh.clear` for ``points`` ``(N, 3)``."""
-        floor, verdict = self.classify(nav, points, slack)
-        out = verdict == 1
-        todo = np.flatnonzero(verdict < 0)
-        out[todo] = self.exact(nav, points[todo], floor[todo], slack)
-        return out
 
 
 def _nearest_level(cols: np.ndarray, heights: np.ndarray, column_start: np.ndarray, cell_height: np.ndarray,
