@@ -1,4 +1,4 @@
-"""LongTermMemory: the write/read rules of mem4nav.md, cached and literal inverses agree, state round trip;
+"""LongTermMemory: the write rule with its running state and the read rule, cached and literal inverses agree, state round trip;
 the numpy inference path equals the torch modules and follows their weights."""
 
 import numpy as np
@@ -21,24 +21,59 @@ def _memories(**overrides):
     return cached, literal
 
 
-def test_write_follows_the_rule_and_read_decodes_the_last_embedding():
+def _preimage(memory, key):
+    with torch.no_grad():
+        return memory.model.r.inverse(torch.from_numpy(memory.token(key)[None]))[0].numpy()
+
+
+def test_write_folds_the_previous_view_into_the_state_and_read_decodes_the_last_view():
     cached, literal = _memories(depth=3)
     rng = np.random.default_rng(0)
-    v1, v2 = rng.standard_normal((2, DIM)).astype(np.float32)
+    v1, v2, v3 = rng.standard_normal((3, DIM)).astype(np.float32)
     for memory in (cached, literal):
         memory.write(np.array([5]), v1[None])
         memory.write(np.array([5]), v2[None])
-    model = cached.model
+    # By hand, with history_decay 0.5: the state after v1 then v2 is 0.5 * 0 + 0.5 * v1.
     with torch.no_grad():
-        first = model.write(None, torch.from_numpy(v1[None]))
-        theta = model.r.inverse(first)[:, :DIM]
-        expected = model.r(torch.cat([theta, torch.from_numpy(v2[None])], dim=1))[0].numpy()
+        expected = cached.model.r(torch.from_numpy(np.concatenate([0.5 * v1, v2])[None]))[0].numpy()
     for memory in (cached, literal):
         assert np.allclose(memory.token(5), expected, atol=1e-5)
-        with torch.no_grad():
-            recovered = model.r.inverse(torch.from_numpy(memory.token(5)[None]))[0].numpy()
-        assert np.allclose(recovered[DIM:], v2, atol=1e-5)
-        assert np.allclose(recovered[:DIM], 0.0, atol=1e-5)
+        memory.write(np.array([5]), v3[None])
+        recovered = _preimage(memory, 5)
+        assert np.allclose(recovered[DIM:], v3, atol=1e-5)  # the latest view, exactly
+        assert np.allclose(recovered[:DIM], 0.25 * v1 + 0.5 * v2, atol=1e-5)  # 0.5 * (0.5 v1) + 0.5 v2
+        found = memory.read(v3, np.zeros(3), m=1)
+        assert np.allclose(found.embeddings[0], v3, atol=1e-5)
+        assert np.allclose(found.history[0], 0.25 * v1 + 0.5 * v2, atol=1e-5)
+
+
+def test_history_decay_one_is_the_literal_rule_whose_state_stays_zero():
+    cached, literal = _memories(depth=2, history_decay=1.0)
+    rng = np.random.default_rng(1)
+    for v in rng.standard_normal((3, DIM)).astype(np.float32):
+        for memory in (cached, literal):
+            memory.write(np.array([9]), v[None])
+    for memory in (cached, literal):
+        recovered = _preimage(memory, 9)
+        assert np.allclose(recovered[:DIM], 0.0, atol=1e-5) and np.allclose(recovered[DIM:], v, atol=1e-5)
+
+
+@pytest.mark.parametrize("later", [1, 2, 3])
+def test_an_older_view_is_recovered_from_the_state_better_than_chance(later: int):
+    # After `later` further writes to a place, its state still points at the older view: against a
+    # random view never written, the older one is the closer to the state far more often than half.
+    memory = LongTermMemory(DIM, config=LTMConfig(depth=2))
+    rng = np.random.default_rng(later)
+    trials, wins = 200, 0
+    for key in range(trials):
+        old, *newer = rng.standard_normal((1 + later, DIM)).astype(np.float32)
+        for v in (old, *newer):
+            memory.write(np.array([key]), v[None])
+        state = _preimage(memory, key)[:DIM]
+        stranger = rng.standard_normal(DIM).astype(np.float32)
+        cos = [float(state @ u / (np.linalg.norm(state) * np.linalg.norm(u))) for u in (old, stranger)]
+        wins += cos[0] > cos[1]
+    assert wins / trials > {1: 0.95, 2: 0.8, 3: 0.65}[later]
 
 
 def test_cached_and_literal_inverse_give_the_same_retrievals():

@@ -2,29 +2,33 @@
 
 Every key (an octree leaf or a topology node) owns a token of size ``2 * dim`` (mem4nav.md):
 
-* write: ``token_new = R([theta_prev ; v_t])`` with ``theta_prev`` the first half of ``R^-1(token_old)``
-  (zeros for a new key);
+* write: ``token_new = R([theta_new ; v_t])``, where ``[theta_old ; v_old] = R^-1(token_old)`` (zeros for
+  a new key) and ``theta_new = lambda * theta_old + (1 - lambda) * v_old`` (``lambda`` is
+  ``history_decay``, 0.5): the first half is the place's running state, an exponential average of its
+  earlier views, newest weighted most; the second half is the latest view;
 * read: ``q = MLP([v_t ; p_t / position_scale])``; the ``top_m`` tokens nearest to ``q`` in the index;
-  ``R^-1`` of each; its second half is ``v_hat``; small heads decode a position and a descriptor from
-  ``v_hat``.
+  ``R^-1`` of each gives ``v_hat`` (the latest view, exactly) and ``history`` (the state); small heads
+  decode a position and a descriptor from ``v_hat``.
 
-Note on the specified rule: since ``R^-1(R([theta ; v]))`` returns ``theta`` unchanged, ``theta_prev``
-stays at its initial zeros across writes, and a token is ``R([0 ; v])`` of the latest ``v`` of its key.
+Why the fold: mem4nav.md writes ``theta_prev`` as "the first half of ``R^-1(token_old)``". Taken
+literally that state never changes (``R^-1(R([theta ; v]))`` returns ``theta``, so it stays at its initial
+zeros) and a token holds only the latest view. Folding the previous view into the state keeps the exact
+decode of the latest view and gives the state a history; ``history_decay=1`` is the literal rule.
 
-``R^-1(token)`` is by construction that input ``[0 ; v]``, so with ``cache_inverse`` (the default) the
-memory keeps the latest ``v`` of each key beside its token and reads ``[0 ; v]`` back instead of running
-``R^-1`` (they agree to float rounding, about 1e-6; the tests check both paths give the same retrievals).
-The cache costs ``dim`` floats per key and turns a write into bookkeeping: the tokens of the keys written
-since the last flush are computed in one batched ``R`` call when a read needs them or when ``flush_every``
-keys are pending. With ``cache_inverse=False`` every write runs ``R^-1`` then ``R`` at once, literally as
-specified.
+``R^-1(token)`` is by construction its input ``[theta ; v]``, so with ``cache_inverse`` (the default) the
+memory keeps that preimage of each key beside its token and reads it back instead of running ``R^-1``
+(they agree to float rounding, about 1e-6; the tests check both paths give the same retrievals).
+The cache costs ``2 * dim`` floats per key and turns a write into bookkeeping: the tokens of the keys
+written since the last flush are computed in one batched ``R`` call when a read needs them or when
+``flush_every`` keys are pending. With ``cache_inverse=False`` every write runs ``R^-1`` then ``R`` at
+once, literally as specified.
 
 Reads and writes run the model through :meth:`LTMModel.inference`: :class:`NumpyInference`, a float32 numpy
 copy of R, the query MLP and the decoders (the same functions, equal to float32 rounding; the tests hold it
 to the torch modules), because on one query and one or two fresh tokens per step a torch call's fixed
 overhead, not arithmetic, is the cost; larger inputs go to the torch modules. A flush computes each
-distinct pending ``v`` once (a step writes the same ``v`` to its leaf and its node, whose tokens are
-therefore equal). Training uses the torch modules.
+distinct pending preimage once (a leaf and a node written the same views in the same order have equal
+tokens). Training uses the torch modules.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class LTMConfig:
     position_scale: float = 100.0
     cache_inverse: bool = True
     flush_every: int = 64
+    history_decay: float = 0.5
     hnsw_m: int = 32
     ef_construction: int = 100
     ef_search: int = 128
@@ -85,6 +90,7 @@ class LTMModel(nn.Module):
         super().__init__()
         self.dim = dim
         self.position_scale = float(config.position_scale)
+        self.history_decay = float(config.history_decay)
         self.r = ReversibleTransformer(
             dim, config.depth, config.heads, config.seq_len, config.head_dim, config.mlp_ratio
         )
@@ -101,11 +107,12 @@ class LTMModel(nn.Module):
         return self.query_net(torch.cat([embeddings, positions / self.position_scale], dim=-1))
 
     def write(self, previous: torch.Tensor | None, embeddings: torch.Tensor) -> torch.Tensor:
-        """New tokens ``R([theta_prev ; v])`` with ``theta_prev`` the first half of ``R^-1(previous)``."""
+        """New tokens ``R([theta_new ; v])``: ``theta_new`` folds the previous token's view into its state
+        (module docstring; zeros without a previous token)."""
         if previous is None:
             theta = torch.zeros_like(embeddings)
         else:
-            theta = self.r.inverse(previous)[..., : self.dim]
+            theta = fold_history(self.r.inverse(previous), self.dim, self.history_decay)
         return self.r(torch.cat([theta, embeddings], dim=-1))
 
     def decode(self, preimages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -260,6 +267,12 @@ def _array(tensor: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(tensor.detach().cpu().numpy(), dtype=np.float32)
 
 
+def fold_history(preimage: torch.Tensor | np.ndarray, dim: int, decay: float) -> torch.Tensor | np.ndarray:
+    """The next state from a token's preimage ``[theta ; v]`` (last axis ``2 * dim``):
+    ``decay * theta + (1 - decay) * v``."""
+    return decay * preimage[..., :dim] + (1.0 - decay) * preimage[..., dim:]
+
+
 @dataclass(frozen=True)
 class LTMReadout:
     """The ``top_m`` tokens a read found, nearest first, with what was decoded from them."""
@@ -270,6 +283,8 @@ class LTMReadout:
     embeddings: np.ndarray
     positions: np.ndarray
     descriptors: np.ndarray
+    history: np.ndarray
+    """``(n, dim)`` each token's state: the exponential average of its place's earlier views."""
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -277,7 +292,7 @@ class LTMReadout:
 
 @dataclass
 class _EmbeddingTable:
-    """``key -> latest v`` rows: the exact-inverse cache (``R^-1(token) == [0 ; v]``)."""
+    """``key -> [theta ; v]`` rows: the exact-inverse cache (``R^-1(token)``)."""
 
     width: int
     rows: dict[int, int] = field(default_factory=dict)
@@ -312,7 +327,7 @@ class LongTermMemory:
         """Forget every token (the model's weights stay)."""
         c = self.config
         self.index = TokenIndex(2 * self.dim, c.hnsw_m, c.ef_construction, c.ef_search, c.buffer_size, c.rebuild_ratio)
-        self._latest = _EmbeddingTable(self.dim)
+        self._latest = _EmbeddingTable(2 * self.dim)
         self._pending: dict[int, np.ndarray | None] = {}
 
     def __len__(self) -> int:
@@ -326,9 +341,13 @@ class LongTermMemory:
         rows = [embeddings] * len(keys) if embeddings.ndim == 1 else embeddings.reshape(len(keys), self.dim)
         if self.config.cache_inverse:
             table = self._latest
+            decay = self.config.history_decay
             for key, embedding in zip(keys, rows):
+                seen = key in table.rows
                 row = table.row(key)  # may grow ``table.values``: index it afterwards
-                table.values[row] = embedding
+                if seen:
+                    table.values[row, : self.dim] = fold_history(table.values[row], self.dim, decay)
+                table.values[row, self.dim :] = embedding
                 self._pending[key] = None
         else:
             for key, embedding in zip(keys, rows):
@@ -373,10 +392,11 @@ class LongTermMemory:
         keys, distances = self.index.search(inference.query(v, p)[0], m)
         tokens = self.index.get(keys)
         if self.config.cache_inverse:
-            v_hat = self._latest_of(keys)
+            preimages = self._preimages_of(keys)
         else:
             with torch.inference_mode():
-                v_hat = self.model.r.inverse(torch.from_numpy(tokens))[:, self.dim :].numpy().copy()
+                preimages = self.model.r.inverse(torch.from_numpy(tokens)).numpy()
+        history, v_hat = preimages[:, : self.dim].copy(), preimages[:, self.dim :].copy()
         positions, descriptors = inference.decode(v_hat)
         return LTMReadout(
             keys=keys,
@@ -385,6 +405,7 @@ class LongTermMemory:
             embeddings=v_hat,
             positions=positions.astype(np.float64),
             descriptors=descriptors,
+            history=history,
         )
 
     def memory_bytes(self) -> int:
@@ -406,7 +427,7 @@ class LongTermMemory:
             "model": self.model.state_dict(),
             "index": self.index.state_dict(),
             "latest_keys": torch.from_numpy(keys),
-            "latest": torch.from_numpy(table.values[rows].copy()),
+            "preimages": torch.from_numpy(table.values[rows].copy()),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -416,23 +437,28 @@ class LongTermMemory:
         self.model.load_state_dict(state["model"])
         self.clear()
         self.index.load_state_dict(state["index"])
-        for key, values in zip(state["latest_keys"].tolist(), state["latest"].numpy()):
+        if "preimages" in state:
+            preimages = state["preimages"].numpy()
+        else:  # saved before the running state: every token was R([0 ; v])
+            latest = state["latest"].numpy()
+            preimages = np.concatenate([np.zeros_like(latest), latest], axis=1)
+        for key, values in zip(state["latest_keys"].tolist(), preimages):
             row = self._latest.row(key)
             self._latest.values[row] = values
 
-    def _latest_of(self, keys: np.ndarray) -> np.ndarray:
-        """The latest ``v`` of each key, ``(n, dim)``: the second half of ``R^-1`` of its token."""
+    def _preimages_of(self, keys: np.ndarray) -> np.ndarray:
+        """``R^-1`` of each key's token, ``(n, 2 * dim)``: its state, then its latest ``v``."""
         rows = self._latest.rows
         return self._latest.values[[rows[key] for key in keys.tolist()]]
 
     def _fresh_tokens(self, keys: np.ndarray, inference: NumpyInference | TorchInference) -> np.ndarray:
-        """``R([0 ; v])`` for the latest ``v`` of ``keys``, with R run once per distinct ``v``."""
-        latest = self._latest_of(keys)
+        """``R([theta ; v])`` of ``keys``' cached preimages, with R run once per distinct preimage."""
+        preimages = self._preimages_of(keys)
         distinct: dict[bytes, int] = {}
-        inverse = [distinct.setdefault(row.tobytes(), len(distinct)) for row in latest]
-        preimages = np.zeros((len(distinct), 2 * self.dim), dtype=np.float32)
-        preimages[inverse, self.dim :] = latest
-        return inference.r(preimages)[inverse]
+        inverse = [distinct.setdefault(row.tobytes(), len(distinct)) for row in preimages]
+        unique = np.zeros((len(distinct), 2 * self.dim), dtype=np.float32)
+        unique[inverse] = preimages
+        return inference.r(unique)[inverse]
 
     def _current_token(self, key: int) -> np.ndarray | None:
         pending = self._pending.get(key)
@@ -447,6 +473,7 @@ class LongTermMemory:
             distances=np.empty(0, dtype=np.float32),
             tokens=np.empty((0, 2 * d), dtype=np.float32),
             embeddings=np.empty((0, d), dtype=np.float32),
+            history=np.empty((0, d), dtype=np.float32),
             positions=np.empty((0, 3), dtype=np.float64),
             descriptors=np.empty((0, self.descriptor_dim), dtype=np.float32),
         )
