@@ -98,3 +98,23 @@ def test_resume_refuses_a_checkpoint_of_other_sizes(tmp_path, one_torch_thread):
     with pytest.raises(ValueError, match="dim is 32 in the file, this training run expects 8.*resume=false"):
         train_ltm(other, path, ltm_config=TINY, config=replace(QUICK, steps=4), resume=True, progress=False)
     assert load_torch(path)["step"] == 2
+
+
+def test_gold_rollouts_revisit_places_and_oracle_rollouts_do_not():
+    # The shortest path never comes back to a street node; the city's loop and return routes do.
+    from vlnkit.memory.train import collect_street_trajectories
+
+    def revisits(trajectories):
+        count = 0
+        for t in trajectories:
+            places = [(round(x), round(y)) for x, y, _ in t.positions]
+            seen = set()
+            for i, place in enumerate(places):
+                count += place in seen and place != places[i - 1]
+                seen.add(place)
+        return count
+
+    encoder = RandomProjectionEncoder(16)
+    oracle = collect_street_trajectories(None, "dev", 40, 0, encoder, progress=False)
+    gold = collect_street_trajectories(None, "dev", 40, 0, encoder, progress=False, teacher="gold")
+    assert revisits(oracle) == 0 and revisits(gold) > 20

@@ -54,7 +54,7 @@ from vlnkit.memory.ltm import LTMConfig, LTMModel
 
 ObservationEncoder = Callable[[Any], np.ndarray]
 
-MODEL_SETTINGS = ("depth", "heads", "seq_len", "head_dim", "mlp_ratio", "hidden", "position_scale")
+MODEL_SETTINGS = ("depth", "heads", "seq_len", "head_dim", "mlp_ratio", "hidden", "position_scale", "history_decay")
 """The :class:`LTMConfig` fields that shape the LTM model's weights or what they mean (the others set
 retrieval and indexing only); a checkpoint loads only into an LTM with the same values."""
 
@@ -321,8 +321,10 @@ def collect_street_trajectories(
     dim: int = 128,
     progress: bool = True,
     describe: ObservationEncoder | None = None,
+    teacher: str = "oracle",
 ) -> list[Trajectory]:
-    """Trajectories for LTM pre-training: the shortest-path oracle's rollouts on a street split.
+    """Trajectories for LTM pre-training: the rollouts of ``teacher`` on a street split, ``oracle`` (the
+    shortest path to the goal) or ``gold`` (the episode's reference route, with its loops and returns).
 
     ``data_dir`` is a release folder (default: the built-in synthetic city, whose scene features give
     the observations content); every record kind of the split is used. The release needs a panorama
@@ -348,7 +350,7 @@ def collect_street_trajectories(
         seen = [obs]
         done = False
         while not done:
-            obs, _, terminated, truncated, info = env.step(info["oracle_action"])
+            obs, _, terminated, truncated, info = env.step(info[f"{teacher}_action"])
             seen.append(obs)
             done = terminated or truncated
         trajectories.append(encode_trajectory(seen, encoder, dim=dim, describe=describe))
