@@ -1,10 +1,23 @@
 """Shared model backbones, one module per family, built by name with :func:`create_model`.
 
+Vision backbones follow :class:`~vlnkit.perception.backbones.base.Backbone` (multi-scale feature maps, optional
+logits; :func:`available_backbones` lists them):
+
+- ``pp_mobileseg_tiny``, ``pp_mobileseg_base``: PP-MobileSeg, StrideFormer + AAM + segmentation head
+  (:mod:`.pp_mobileseg`);
+- ``sparsifiner_s``, ``sparsifiner_tiny``: Sparsifiner, a DeiT with learned sparse attention masks
+  (:mod:`.sparsifiner`).
+
+Other models:
+
 - ``tiny_clip``: the small CLIP-style image-text model vlnkit trains on its synthetic renders
   (:mod:`.tiny_clip`).
 """
 
-from vlnkit.perception.backbones import tiny_clip as _tiny_clip  # noqa: F401  (registers tiny_clip)
-from vlnkit.perception.backbones.registry import available_models, create_model, register_model
+from vlnkit.perception.backbones import pp_mobileseg as _pp_mobileseg  # noqa: F401  (registers the families)
+from vlnkit.perception.backbones import sparsifiner as _sparsifiner  # noqa: F401
+from vlnkit.perception.backbones import tiny_clip as _tiny_clip  # noqa: F401
+from vlnkit.perception.backbones.base import Backbone, FeatureInfo
+from vlnkit.perception.backbones.registry import available_backbones, available_models, create_model, register_model
 
-__all__ = ["available_models", "create_model", "register_model"]
+__all__ = ["Backbone", "FeatureInfo", "available_backbones", "available_models", "create_model", "register_model"]

@@ -110,7 +110,7 @@ class TinyCLIP(nn.Module):
         return self.logit_scale.exp().clamp(max=100.0) * self.encode_image(pixels) @ self.encode_text(ids).T
 
 
-@register_model("tiny_clip")
+@register_model("tiny_clip", backbone=False)
 def _tiny_clip(**kwargs: int) -> TinyCLIP:
     return TinyCLIP(**kwargs)
 

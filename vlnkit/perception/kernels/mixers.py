@@ -7,7 +7,7 @@ head splitting and the output projection stay in the transformer; only the token
     mixer = create_token_mixer(cfg.mixer.name, **cfg.mixer.params)   # e.g. name="lightning", num_heads=8
     out = mixer(q, k, v)
 
-Registered names: ``softmax`` (SDPA), ``lightning``, ``longgen``, ``anchor``, ``paro``.
+Registered names: ``softmax`` (SDPA), ``lightning``, ``longgen``, ``anchor``, ``paro``, ``sparsifiner``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,14 @@ from .anchor import AnchorConfig, anchor_attention
 from .lightning import lightning_attn, transnormer_slopes
 from .longgen import longgen_attention, longgen_block_mask, longgen_layer_schedule
 from .paro import ParoPlan, calibrate_paro, paro_attention
+from .sparsifiner import (
+    AttentionMode,
+    MaskPredictor,
+    SparsifinerAttentionOutput,
+    attention_budget,
+    check_mode,
+    sparsifiner_attention,
+)
 
 TOKEN_MIXERS: dict[str, type[nn.Module]] = {}
 
@@ -194,3 +202,46 @@ class ParoMixer(nn.Module):
         if self.plan is None:
             raise RuntimeError("ParoMixer needs a plan: call calibrate(q, k) on calibration data first")
         return paro_attention(q, k, v, self.plan, quantize=self.quantize, scale=self.scale)
+
+
+@register_token_mixer("sparsifiner")
+class SparsifinerMixer(nn.Module):
+    """Sparsifiner attention (bidirectional): a learned per-instance mask keeps ``⌈keep_rate · N⌉`` keys per
+    non-CLS query (CLS row dense); see :func:`~vlnkit.perception.kernels.sparsifiner.sparsifiner_attention`.
+
+    Config: ``num_tokens`` (the fixed N, CLS first), ``num_heads``, ``head_dim``; ``keep_rate`` (0.25),
+    ``reduce_n_factor`` (6), ``reduce_c_factor`` (2), ``basis_threshold`` (0.02), ``basis_topk`` (8) of its
+    :class:`MaskPredictor` (``mask_predictor``, learned); ``mode`` ("sparse", or "dense" for the
+    attention-reconstruction phase); ``scale`` (default 1/sqrt(D)). :meth:`attend` also returns the attention map,
+    the predictor's approximation and the mask for the reconstruction loss. Dense masked reference (CPU): the
+    masked attention costs as much as dense attention.
+    """
+
+    def __init__(
+        self,
+        num_tokens: int,
+        num_heads: int,
+        head_dim: int,
+        keep_rate: float = 0.25,
+        reduce_n_factor: int = 6,
+        reduce_c_factor: int = 2,
+        basis_threshold: float = 0.02,
+        basis_topk: int = 8,
+        mode: AttentionMode = "sparse",
+        scale: float | None = None,
+    ) -> None:
+        super().__init__()
+        check_mode(mode)
+        attention_budget(keep_rate, num_tokens)
+        self.mask_predictor = MaskPredictor(num_tokens, head_dim, num_heads, reduce_n_factor, reduce_c_factor,
+                                            basis_threshold, basis_topk)
+        self.keep_rate = keep_rate
+        self.mode = mode
+        self.scale = scale
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> SparsifinerAttentionOutput:
+        """Mixed values with the attention map, approximation and mask of this call."""
+        return sparsifiner_attention(q, k, v, self.mask_predictor, self.keep_rate, self.mode, self.scale)
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        return self.attend(q, k, v).out
