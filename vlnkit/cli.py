@@ -139,6 +139,24 @@ def _cmd_synth_houses(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_perception(args: argparse.Namespace) -> int:
+    from vlnkit.perception.data import PerceptionDataConfig, write_perception_data
+
+    defaults = PerceptionDataConfig()
+    values: dict[str, int | float] = {}
+    for key, text in _key_values(args.overrides, tuple(PerceptionDataConfig.__dataclass_fields__)).items():
+        kind = type(getattr(defaults, key))
+        try:
+            values[key] = kind(text)
+        except ValueError:
+            raise SystemExit(f"vlnkit data perception: {key} must be {'a number' if kind is float else 'an integer'}, "
+                             f"got {text!r}") from None
+    config = PerceptionDataConfig(**values)
+    meta = write_perception_data(Path(args.out), config, progress=not args.quiet)
+    print(json.dumps({k: meta[k] for k in ("images", "splits", "config")}))
+    return 0
+
+
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from vlnkit.eval.leaderboard import leaderboard
 
@@ -199,6 +217,15 @@ def _cmd_train_clip(args: argparse.Namespace) -> int:
     from vlnkit.perception.scorers.training import train_clip
 
     print(json.dumps(train_clip(load_config("train_clip", args.overrides))))
+    return 0
+
+
+def _cmd_train_perception(args: argparse.Namespace) -> int:
+    from vlnkit.config import load_config
+    from vlnkit.perception.train import train_perception
+
+    result = train_perception(load_config("train_perception", args.overrides))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("history", "per_class_iou")}))
     return 0
 
 
@@ -264,6 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--count", type=int, default=4, help="number of houses")
     p.set_defaults(func=_cmd_synth_houses)
+    p = data.add_parser("perception", help="render labelled views (RGB, depth, per-pixel category) of synthetic houses, "
+                                           "split by house, for `vlnkit train perception`")
+    p.add_argument("--out", required=True)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="houses_seed, houses_count, places_per_house, views_per_place, size, hfov, seed")
+    p.set_defaults(func=_cmd_data_perception)
 
     p = sub.add_parser("bench", help="benchmarks that print one JSON line each (`vlnkit bench --list`)",
                        description="Run benchmark NAME (`vlnkit bench NAME --help` lists its options), `all` of "
@@ -280,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = train.add_parser("clip", help="train the CLIP-style image-text scorer (overrides of configs/train_clip.yaml)")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=_cmd_train_clip)
+    p = train.add_parser("perception", help="train a backbone for segmentation or depth on `vlnkit data perception` "
+                                            "output (overrides of configs/train_perception.yaml)")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=_cmd_train_perception)
     p = train.add_parser("policy", help="imitation-train the multimodal policy (overrides of configs/train_policy.yaml)")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=_cmd_train_policy)
