@@ -81,6 +81,8 @@ def test_other_settings_are_refused_naming_them(tiny_data: Path) -> None:
 def test_bad_settings_and_damaged_shards_give_clear_errors(tiny_data: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="places_per_house"):
         PerceptionDataConfig(places_per_house=0)
+    with pytest.raises(ValueError, match="houses_count"):
+        PerceptionDataConfig(houses_count=1)
     with pytest.raises(FileNotFoundError, match="vlnkit data perception"):
         read_meta(tmp_path)
     broken = tmp_path / "broken"

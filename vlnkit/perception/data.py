@@ -33,6 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vlnkit.envs.synth.house_layout import FURNITURE
+from vlnkit.envs.synth.houses import split_houses
 
 HOUSE_CATEGORIES: tuple[str, ...] = ("nothing", "wall", "floor", "ceiling", *sorted(FURNITURE))
 """Pixel classes of the houses data: index 0 is a pixel that sees no geometry."""
@@ -53,7 +54,10 @@ class PerceptionDataConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("houses_count", "places_per_house", "views_per_place", "size"):
+        if int(self.houses_count) < 2:
+            raise ValueError(f"perception data: houses_count must be at least 2 (one unseen house for val), "
+                             f"got {self.houses_count}")
+        for name in ("places_per_house", "views_per_place", "size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"perception data: {name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 < float(self.hfov) < 180.0:
@@ -61,9 +65,10 @@ class PerceptionDataConfig:
 
 
 def house_splits(count: int) -> dict[str, list[int]]:
-    """House indices of each split: the last quarter (at least one, when there are two or more) is ``val``."""
-    unseen = max(1, round(count / 4)) if count > 1 else 0
-    return {"train": list(range(count - unseen)), "val": list(range(count - unseen, count))}
+    """House indices of each split: ``val`` is the houses release's ``val_unseen`` (the last quarter, at least
+    one), ``train`` the rest."""
+    members = split_houses(count)
+    return {"train": members["train"], "val": members["val_unseen"]}
 
 
 def category_lookup(objects: dict[int, dict[str, Any]]) -> np.ndarray:

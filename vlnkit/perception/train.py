@@ -202,7 +202,7 @@ def train_perception(cfg: DictConfig) -> dict[str, Any]:
         model.load_state_dict(payload["state_dict"])
         optimiser.load_state_dict(payload["optimizer"])
         start, history = int(payload["epoch"]), list(payload["history"])
-    rng_images = torch.as_tensor(train["rgb"])
+    images = torch.as_tensor(train["rgb"])
     targets = torch.as_tensor(train["label"]).long() if task == "seg" else torch.as_tensor(train["depth"])
     bar = tqdm(total=total, initial=start * steps_per_epoch, desc=f"train {cfg.model} {task}", unit="batch",
                disable=not cfg.progress)
@@ -211,12 +211,12 @@ def train_perception(cfg: DictConfig) -> dict[str, Any]:
         model.train()
         torch.manual_seed(int(cfg.seed) * 100_003 + epoch)  # dropout draws: a resumed epoch repeats exactly
         generator = torch.Generator().manual_seed(int(cfg.seed) * 100_003 + epoch)
-        order = torch.randperm(len(rng_images), generator=generator)
-        flips = torch.rand(len(rng_images), generator=generator) < 0.5
+        order = torch.randperm(len(images), generator=generator)
+        flips = torch.rand(len(images), generator=generator) < 0.5
         running = 0.0
         for step in range(steps_per_epoch):
             index = order[step * batch_size:(step + 1) * batch_size]
-            x, y = rng_images[index], targets[index]
+            x, y = images[index], targets[index]
             if cfg.flip:
                 flip = flips[index]
                 x = torch.where(flip.view(-1, 1, 1, 1), x.flip(2), x)

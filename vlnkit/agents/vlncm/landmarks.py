@@ -63,7 +63,7 @@ def _recording_instructions() -> Iterator[list[tuple[str, list[str]]]]:
 def release_spots(seed: int, count: int, split: str) -> list[tuple[str, list[str]]]:
     """``(instruction, spots)`` of every episode of ``split`` of the houses release ``(seed, count)``, in
     episode order, by replaying its generation (the houses are rebuilt in a temporary folder)."""
-    members = houses._split_houses(count)[split]
+    members = houses.split_houses(count)[split]
     per_house = houses.SPLIT_EPISODES[split]
     out: list[tuple[str, list[str]]] = []
     with tempfile.TemporaryDirectory(prefix="vlnkit-spots-") as tmp, _recording_instructions() as records:

@@ -176,7 +176,9 @@ def build_house(seed: int, index: int, scenes_dir: Path, attempts: int = 8) -> t
     raise RuntimeError(f"could not generate a connected house {name} for seed {seed} in {attempts} attempts")
 
 
-def _split_houses(count: int) -> dict[str, list[int]]:
+def split_houses(count: int) -> dict[str, list[int]]:
+    """House indices of each split of a release of ``count`` houses: the last quarter (at least one, when there
+    are two or more) is held out for ``val_unseen`` and ``test``."""
     unseen = max(1, round(count / 4)) if count > 1 else 0
     seen = list(range(count - unseen))
     held_out = list(range(count - unseen, count)) or seen
@@ -194,9 +196,9 @@ def generate_houses(out_dir: str | Path, seed: int, count: int,
     out = Path(out_dir)
     scenes = out / "scenes"
     houses = [build_house(seed, i, scenes) for i in range(count)]
-    split_houses = _split_houses(count)
+    members_of = split_houses(count)
     drafts: dict[str, list[tuple[dict[str, Any], VLNCEGroundTruth]]] = {}
-    for split, members in split_houses.items():
+    for split, members in members_of.items():
         drafts[split] = []
         for i in members:
             layout, path, backend = houses[i]
@@ -240,7 +242,7 @@ def generate_houses(out_dir: str | Path, seed: int, count: int,
         "scenes_dir": str(scenes),
         "seed": seed,
         "houses": [_house_name(i) for i in range(count)],
-        "unseen_houses": [_house_name(i) for i in split_houses["val_unseen"]] if count > 1 else [],
+        "unseen_houses": [_house_name(i) for i in members_of["val_unseen"]] if count > 1 else [],
         "rooms": sum(len(h[0].rooms) for h in houses),
         "objects": sum(len(h[0].objects) for h in houses),
         "episodes": counts,
