@@ -65,3 +65,14 @@ def count_gmacs(model: nn.Module, *inputs: Tensor) -> float:
     with torch.no_grad(), counter:
         model(*inputs)
     return counter.get_total_flops() / 2e9
+
+
+def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """Weight and bias of the single convolution that equals ``bn(conv(x))`` with ``bn`` in eval mode (its
+    running statistics), for re-parameterising a model for deployment. Computed in float64 and returned in the
+    convolution's dtype: ``w' = w · γ / sqrt(var + eps)``, ``b' = β + (b − mean) · γ / sqrt(var + eps)``."""
+    scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    conv_bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
+    weight = conv.weight.double() * scale.view(-1, 1, 1, 1)
+    bias = bn.bias.double() + (conv_bias - bn.running_mean.double()) * scale
+    return weight.to(conv.weight.dtype), bias.to(conv.weight.dtype)
