@@ -19,7 +19,7 @@ BACKWARD_MAX_PARAMS = 7_000_000
 def test_the_papers_families_are_registered() -> None:
     names = set(available_backbones())
     for family in ("pp_mobileseg_tiny", "pp_mobileseg_base", "sparsifiner_s", "sparsifiner_tiny", "overlock_xt",
-                   "overlock_nano", "dependencyvit_t", "dependencyvit_nano"):
+                   "overlock_nano", "dependencyvit_t", "dependencyvit_nano", "cswin_t", "cswin_nano"):
         assert family in names
     assert "tiny_clip" not in names
 

@@ -3,6 +3,8 @@
 Vision backbones follow :class:`~vlnkit.perception.backbones.base.Backbone` (multi-scale feature maps, optional
 logits; :func:`available_backbones` lists them):
 
+- ``cswin_t``, ``cswin_nano``: CSWin Transformer, cross-shaped stripe attention with per-stripe LePE
+  (:mod:`.cswin`);
 - ``dependencyvit_t``, ``dependencyvit_nano``: DependencyViT, reversed attention with a head selector and a
   message controller, and its Lite form with message-controller pruning (:mod:`.dependencyvit`, a
   re-implementation of an unreleased model);
@@ -19,7 +21,8 @@ Other models:
   (:mod:`.tiny_clip`).
 """
 
-from vlnkit.perception.backbones import dependencyvit as _dependencyvit  # noqa: F401  (registers the families)
+from vlnkit.perception.backbones import cswin as _cswin  # noqa: F401  (registers the families)
+from vlnkit.perception.backbones import dependencyvit as _dependencyvit  # noqa: F401
 from vlnkit.perception.backbones import overlock as _overlock  # noqa: F401
 from vlnkit.perception.backbones import pp_mobileseg as _pp_mobileseg  # noqa: F401
 from vlnkit.perception.backbones import sparsifiner as _sparsifiner  # noqa: F401
