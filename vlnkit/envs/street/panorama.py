@@ -55,15 +55,27 @@ class PanoramaSource(Protocol):
         every call: callers may keep or modify it)."""
 
 
+def sector_shift(heading: float, origin: float, sectors: int) -> int:
+    """How many sectors to roll features whose sector 0 faces compass ``origin`` so that sector 0 faces
+    ``heading`` (to the nearest sector, halves rounded up)."""
+    return int(((heading - origin) % 360.0) * sectors / 360.0 + 0.5) % sectors
+
+
 class ImageFolderSource:
-    """Equirectangular panoramas stored as ``<root>/<panoid>.<ext>``, loaded lazily with an LRU cache."""
+    """Equirectangular panoramas stored as ``<root>/<panoid>.<ext>``, loaded lazily with an LRU cache.
+
+    A missing, truncated or unreadable image, or one of another size than ``image_size`` (by default the size of
+    the first image read), is an error naming the panoid, the file and what was expected."""
 
     def __init__(self, root: str | Path, height: int = 128, width: int = 512, cache_size: int = 256,
-                 extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png")) -> None:
+                 extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png"),
+                 image_size: tuple[int, int] | None = None) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"panorama folder {self.root} does not exist")
         self.height, self.width = height, width
+        self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+        """``(height, width)`` every stored image must have; ``None``: the size of the first one read."""
         self.extensions = extensions
         self.cache_size = cache_size
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -93,8 +105,18 @@ class ImageFolderSource:
                 break
         else:
             raise FileNotFoundError(f"no panorama image for panoid {panoid!r} in {self.root} (tried {', '.join(self.extensions)})")
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB").resize((self.width, self.height), Image.BILINEAR))
+        try:
+            with Image.open(path) as im:
+                size = (im.height, im.width)
+                if self.image_size is not None and size != self.image_size:
+                    raise ValueError(f"{path}: the panorama of panoid {panoid!r} is {size[0]} x {size[1]} pixels, "
+                                     f"expected {self.image_size[0]} x {self.image_size[1]} (height x width) like "
+                                     "the folder's other panoramas")
+                arr = np.asarray(im.convert("RGB").resize((self.width, self.height), Image.BILINEAR))
+        except OSError as err:
+            raise ValueError(f"{path}: the panorama of panoid {panoid!r} is not a readable image ({err}); expected "
+                             "a complete equirectangular JPEG or PNG") from err
+        self.image_size = self.image_size or size
         self._cache[node] = arr
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
@@ -161,9 +183,7 @@ class _FeatureSource:
         feat = self._table[node]
         if feat.ndim == 1:
             return feat.copy()
-        slices = feat.shape[0]
-        shift = int(((heading - self._origin[node]) % 360.0) * slices / 360.0 + 0.5) % slices
-        return feat[self._rolls[shift]]
+        return feat[self._rolls[sector_shift(heading, float(self._origin[node]), feat.shape[0])]]
 
 
 class FeatureArraySource(_FeatureSource):
