@@ -141,18 +141,26 @@ def _cmd_synth_houses(args: argparse.Namespace) -> int:
 
 def _cmd_data_perception(args: argparse.Namespace) -> int:
     from vlnkit.perception.data import PerceptionDataConfig, write_perception_data
+    from vlnkit.perception.readout_data import ReadoutDataConfig, write_readout_data
 
-    defaults = PerceptionDataConfig()
-    values: dict[str, int | float] = {}
-    for key, text in _key_values(args.overrides, tuple(PerceptionDataConfig.__dataclass_fields__)).items():
-        kind = type(getattr(defaults, key))
+    config_type = ReadoutDataConfig if args.source == "city" else PerceptionDataConfig
+    defaults = config_type()
+    values: dict[str, Any] = {}
+    for key, text in _key_values(args.overrides, tuple(config_type.__dataclass_fields__)).items():
+        default = getattr(defaults, key)
         try:
-            values[key] = kind(text)
+            if isinstance(default, tuple):
+                values[key] = tuple(int(v) for v in text.split(",") if v.strip())
+            else:
+                values[key] = type(default)(text)
         except ValueError:
-            raise SystemExit(f"vlnkit data perception: {key} must be {'a number' if kind is float else 'an integer'}, "
-                             f"got {text!r}") from None
-    config = PerceptionDataConfig(**values)
-    meta = write_perception_data(Path(args.out), config, progress=not args.quiet)
+            wanted = ("comma-separated integers" if isinstance(default, tuple)
+                      else "a number" if isinstance(default, float) else "an integer")
+            raise SystemExit(f"vlnkit data perception: {key} must be {wanted}, got {text!r}") from None
+    if args.source == "city":
+        meta = write_readout_data(Path(args.out), ReadoutDataConfig(**values), progress=not args.quiet)
+    else:
+        meta = write_perception_data(Path(args.out), PerceptionDataConfig(**values), progress=not args.quiet)
     print(json.dumps({k: meta[k] for k in ("images", "splits", "config")}))
     return 0
 
@@ -291,12 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--count", type=int, default=4, help="number of houses")
     p.set_defaults(func=_cmd_synth_houses)
-    p = data.add_parser("perception", help="render labelled views (RGB, depth, per-pixel category) of synthetic houses, "
-                                           "split by house, for `vlnkit train perception`")
+    p = data.add_parser("perception", help="render labelled data for `vlnkit train perception`: views (RGB, depth, "
+                                           "per-pixel category) of synthetic houses split by house, or (--source city) "
+                                           "city panoramas with the modular agent's closeness targets split by city")
     p.add_argument("--out", required=True)
+    p.add_argument("--source", choices=("houses", "city"), default="houses")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="houses_seed, houses_count, places_per_house, views_per_place, size, hfov, seed")
+                   help="houses: houses_seed, houses_count, places_per_house, views_per_place, size, hfov, seed; "
+                        "city: train_cities=1,2,3, val_cities=0, city_size, height, width, sectors, radius")
     p.set_defaults(func=_cmd_data_perception)
 
     p = sub.add_parser("bench", help="benchmarks that print one JSON line each (`vlnkit bench --list`)",

@@ -103,6 +103,9 @@ class ContinuousTask:
         """The VLN-CE environment the task config describes (scenes root: top-level ``scenes_dir``, else
         ``task.scenes_dir``, else the release's own ``scenes/`` folder)."""
         task = cfg.task
+        if (cfg.get("perception") or {}).get("mode", "gt") != "gt":
+            raise ValueError("perception=learned is for the street tasks so far; VLN-CE agents read the simulator's "
+                             "observations (perception=gt)")
         env = gymnasium.make(
             ENV_ID,
             data_dir=data_dir,

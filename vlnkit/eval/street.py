@@ -35,8 +35,18 @@ class StreetTask:
         return default_city(seed=int(cfg.task.get("city_seed", 0)), size=str(cfg.task.get("city_size", "small")))
 
     def make_env(self, cfg: DictConfig, data_dir: Path) -> StreetEnv:
-        """The street environment the task config describes."""
+        """The street environment the task config describes; with ``perception=learned`` its panorama is the
+        trained readout on pixels (:func:`vlnkit.perception.sources.street_perception_source`)."""
         task = cfg.task
+        paths = dict(task.get("panorama_paths") or {})
+        perception = cfg.get("perception") or {"mode": "gt"}
+        panorama: Any = task.panorama
+        if perception.get("mode") == "learned":
+            from vlnkit.perception.sources import street_perception_source
+
+            panorama, paths = street_perception_source(perception, data_dir, paths), {}
+        elif perception.get("mode") != "gt":
+            raise ValueError(f"perception.mode must be gt or learned, got {perception.get('mode')!r}")
         env = gymnasium.make(
             ENV_IDS[task.env_task],
             data_dir=data_dir,
@@ -44,10 +54,10 @@ class StreetTask:
             semantics=task.semantics,
             max_steps=int(task.max_steps),
             steps_per_node=task.get("steps_per_node"),
-            panorama=task.panorama,
+            panorama=panorama,
             episode_kinds=task.episode_kinds,
             on_invalid_route=task.on_invalid_route,
-            **dict(task.get("panorama_paths") or {}),
+            **paths,
         )
         return env.unwrapped
 

@@ -108,7 +108,8 @@ def render_house_views(scene: Path, config: PerceptionDataConfig, rng: np.random
         backend.close()
 
 
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` compressed to ``path`` atomically (a stopped run leaves no partial file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
     os.close(fd)
@@ -116,7 +117,8 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
-def _check_meta(out: Path, meta: dict[str, Any]) -> None:
+def check_meta(out: Path, meta: dict[str, Any]) -> None:
+    """Refuse to add to a data folder written with other settings than ``meta``'s, naming the settings."""
     path = out / "meta.json"
     if not path.is_file():
         return
@@ -128,6 +130,12 @@ def _check_meta(out: Path, meta: dict[str, Any]) -> None:
                          "use another --out or delete the folder")
 
 
+def write_meta(out: Path, meta: dict[str, Any], complete: bool = True) -> None:
+    """Write ``meta.json`` into ``out``; ``complete=False`` marks a folder still being rendered."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "meta.json").write_text(json.dumps({**meta, "complete": complete}, indent=2) + "\n", encoding="utf-8")
+
+
 def write_perception_data(out: str | Path, config: PerceptionDataConfig = PerceptionDataConfig(),
                           progress: bool = True) -> dict[str, Any]:
     """Render the houses perception data into ``out`` (see the module docstring); returns ``meta.json``'s
@@ -136,9 +144,8 @@ def write_perception_data(out: str | Path, config: PerceptionDataConfig = Percep
 
     out = Path(out)
     meta: dict[str, Any] = {"format": FORMAT, "categories": list(HOUSE_CATEGORIES), "config": asdict(config)}
-    _check_meta(out, meta)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "meta.json").write_text(json.dumps({**meta, "complete": False}, indent=2) + "\n", encoding="utf-8")
+    check_meta(out, meta)
+    write_meta(out, meta, complete=False)
     splits = house_splits(config.houses_count)
     images: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="vlnkit-perception-") as work:
@@ -149,11 +156,11 @@ def write_perception_data(out: str | Path, config: PerceptionDataConfig = Percep
                 if not path.is_file():
                     scene = next(synthetic_house_scenes(config.houses_seed, [index], work))
                     rng = np.random.default_rng([config.seed, config.houses_seed, index])
-                    _write_npz(path, render_house_views(scene, config, rng))
+                    write_npz(path, render_house_views(scene, config, rng))
                 with np.load(path) as data:
                     images[split] += len(data["label"])
-    meta.update(splits=splits, images=images, complete=True)
-    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    meta.update(splits=splits, images=images)
+    write_meta(out, meta)
     return meta
 
 
@@ -173,10 +180,15 @@ def read_meta(root: str | Path) -> dict[str, Any]:
 
 
 def load_split(root: str | Path, split: str) -> dict[str, np.ndarray]:
-    """All images of ``split`` (``train`` or ``val``): ``rgb``, ``depth`` (float32 metres), ``label``."""
+    """All images of ``split`` (``train`` or ``val``): ``rgb``, ``depth`` (float32 metres), ``label`` of a houses
+    folder, or ``rgb`` and ``closeness`` of a city folder (:mod:`vlnkit.perception.readout_data`)."""
     meta = read_meta(root)
     if split not in meta["splits"]:
         raise ValueError(f"{root}: no split {split!r}; splits: {', '.join(meta['splits'])}")
+    if meta.get("source") == "city":
+        from vlnkit.perception.readout_data import load_city_split
+
+        return load_city_split(root, meta, split)
     parts: dict[str, list[np.ndarray]] = {"rgb": [], "depth": [], "label": []}
     for index in meta["splits"][split]:
         path = Path(root) / "houses" / split / f"house_{index:03d}.npz"

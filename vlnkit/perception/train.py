@@ -1,16 +1,23 @@
-"""``vlnkit train perception``: train a registered backbone for semantic segmentation or depth on the data of
-``vlnkit data perception`` (:mod:`vlnkit.perception.data`), and measure it on the unseen validation houses.
+"""``vlnkit train perception``: train a registered backbone for semantic segmentation or depth on the house views
+of ``vlnkit data perception`` (:mod:`vlnkit.perception.data`), or for the category readout on the city panoramas of
+``vlnkit data perception --source city`` (:mod:`vlnkit.perception.readout_data`), and measure it on the unseen
+validation houses or city.
 
 The network is :func:`build_dense_model`: a model that is itself a segmentation network (``dense_task ==
 "seg"``, e.g. ``pp_mobileseg_tiny`` with its AAM and head) is used as it is for ``task=seg``; any other
 backbone, and every backbone for ``task=depth``, gets the shared heads of :mod:`vlnkit.perception.heads` on its
-feature maps. Training is AdamW with a linear warm-up and cosine decay, random horizontal flips, pixel
-cross-entropy (segmentation) or the depth head's loss, and bfloat16 autocast on CUDA (``amp: auto``).
+feature maps; ``task=readout`` puts a :class:`~vlnkit.perception.heads.CategoryReadout` on one of its maps
+(:class:`~vlnkit.perception.heads.ReadoutPredictor`). Training is AdamW with a linear warm-up and cosine decay,
+random horizontal flips (for the readout also random turns by whole sectors, both exact on the targets), pixel
+cross-entropy (segmentation), the depth head's loss, or binary cross-entropy of the closeness (readout: most
+targets are 0, and BCE keeps the rare landmarks from being averaged away as MSE would), and bfloat16 autocast on
+CUDA (``amp: auto``).
 
 The run folder holds ``checkpoint.pt`` (weights, optimiser, schedule position, history; written atomically
 after every epoch, so an interrupted run resumes at its last finished epoch; a folder of other settings is
 refused, naming the keys that differ), and at the end ``metrics.json`` (mIoU, pixel accuracy and per-class IoU,
-or depth AbsRel, on the val split) and, for segmentation, ``confusion.png``. :func:`load_perception_model`
+depth AbsRel, or the readout's closeness MAE and seen-landmark precision/recall/F1, on the val split) and, for
+segmentation, ``confusion.png``. :func:`load_perception_model`
 reads a run folder back for agents (``perception.weights=DIR``), refusing weights of another model, objective
 or class count.
 """
@@ -34,22 +41,26 @@ from tqdm import tqdm
 from vlnkit.perception.backbones import create_model
 from vlnkit.perception.data import load_split, read_meta
 from vlnkit.perception.heads import (
+    CategoryReadout,
     DensePredictor,
     DepthHead,
+    ReadoutPredictor,
     SegmentationHead,
     class_iou,
     confusion_matrix,
     depth_abs_rel,
     depth_loss,
     miou,
+    panorama_augment,
     pixel_accuracy,
+    readout_scores,
 )
 
 CHECKPOINT_FORMAT = "vlnkit-perception-model-v1"
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
 SETTINGS = ("model", "model_kwargs", "objective", "num_classes", "data", "epochs", "batch_size", "lr", "weight_decay",
-            "warmup_steps", "flip", "seed", "depth_range")
+            "warmup_steps", "flip", "turns", "seed", "depth_range", "readout", "sectors")
 """Config keys a resumed run must share with its checkpoint."""
 
 
@@ -62,12 +73,23 @@ def normalise(rgb: Tensor) -> Tensor:
 
 
 def build_dense_model(name: str, task: str, num_classes: int, model_kwargs: dict[str, Any] | None = None,
-                      depth_range: tuple[float, float] = (0.1, 10.0)) -> nn.Module:
-    """The network of a dense task: ``(B, 3, H, W)`` images -> ``(B, num_classes, H, W)`` logits (``seg``) or
-    ``(B, H, W)`` metres (``depth``). See the module docstring for which head a model gets."""
+                      depth_range: tuple[float, float] = (0.1, 10.0), readout: dict[str, Any] | None = None,
+                      sectors: int = 8) -> nn.Module:
+    """The network of a perception task: ``(B, 3, H, W)`` images -> ``(B, num_classes, H, W)`` logits (``seg``),
+    ``(B, H, W)`` metres (``depth``) or ``(B, sectors, num_classes)`` closeness (``readout``, ``num_classes``
+    landmark categories, ``readout`` the :class:`CategoryReadout` settings). See the module docstring for which
+    head a model gets."""
     kwargs = dict(model_kwargs or {})
-    if task not in ("seg", "depth"):
-        raise ValueError(f"task must be seg or depth, got {task!r}")
+    if task not in ("seg", "depth", "readout"):
+        raise ValueError(f"task must be seg, depth or readout, got {task!r}")
+    if task == "readout":
+        backbone = create_model(name, num_classes=0, **kwargs)
+        settings = dict(readout or {})
+        level = int(settings.pop("level", -1))
+        settings.pop("visible", None)
+        head = CategoryReadout(backbone.feature_info[level].channels, num_classes, sectors=sectors, level=level,
+                               **settings)
+        return ReadoutPredictor(backbone, head)
     if task == "seg":
         model = create_model(name, num_classes=num_classes, **kwargs)
         if getattr(model, "dense_task", None) == "seg":
@@ -105,6 +127,10 @@ def _settings(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
     out = {k: plain[k] for k in SETTINGS if k in plain}
     out["data"] = str(Path(str(plain["data"])).expanduser().resolve())
     out["num_classes"] = num_classes
+    if plain["objective"] != "readout":
+        out.pop("readout", None)
+        out.pop("turns", None)
+        out.pop("sectors", None)
     return out
 
 
@@ -118,8 +144,8 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
 @torch.no_grad()
 def predict(model: nn.Module, images: np.ndarray, task: str, device: torch.device, batch_size: int = 32,
             amp: bool = False) -> np.ndarray:
-    """Per-pixel predictions of ``images`` ``(N, H, W, 3)`` uint8: class indices ``(N, H, W)`` (``seg``) or
-    metres ``(N, H, W)`` (``depth``)."""
+    """Predictions of ``images`` ``(N, H, W, 3)`` uint8: class indices ``(N, H, W)`` (``seg``), metres
+    ``(N, H, W)`` (``depth``) or closeness ``(N, sectors, categories)`` (``readout``)."""
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
@@ -131,10 +157,13 @@ def predict(model: nn.Module, images: np.ndarray, task: str, device: torch.devic
 
 
 def evaluate(model: nn.Module, data: dict[str, np.ndarray], task: str, num_classes: int, device: torch.device,
-             batch_size: int = 32, amp: bool = False) -> dict[str, Any]:
-    """Metrics on one split: mIoU, pixel accuracy, per-class IoU and the confusion matrix (``seg``), or depth
-    AbsRel on pixels that see geometry (``depth``)."""
+             batch_size: int = 32, amp: bool = False, visible: float = 0.2) -> dict[str, Any]:
+    """Metrics on one split: mIoU, pixel accuracy, per-class IoU and the confusion matrix (``seg``), depth
+    AbsRel on pixels that see geometry (``depth``), or closeness MAE and the precision/recall/F1 of landmarks seen
+    at closeness ``visible`` (``readout``, :func:`~vlnkit.perception.heads.readout_scores`)."""
     pred = torch.as_tensor(predict(model, data["rgb"], task, device, batch_size, amp))
+    if task == "readout":
+        return {**readout_scores(pred, torch.as_tensor(data["closeness"]), visible), "images": len(pred)}
     if task == "depth":
         target = torch.as_tensor(data["depth"])
         return {"abs_rel": float(depth_abs_rel(pred, target, valid=target > 0)), "images": len(pred)}
@@ -180,7 +209,14 @@ def train_perception(cfg: DictConfig) -> dict[str, Any]:
     amp = _amp(cfg.amp, device)
     torch.manual_seed(int(cfg.seed))
     depth_range = (float(cfg.depth_range[0]), float(cfg.depth_range[1]))
-    model = build_dense_model(str(cfg.model), task, num_classes, settings.get("model_kwargs"), depth_range).to(device)
+    if (task == "readout") != (meta.get("source") == "city"):
+        raise ValueError(f"{cfg.data}: objective={task} needs {'city panoramas (`vlnkit data perception --source city`)' if task == 'readout' else 'house views (`vlnkit data perception`)'}")
+    if task == "readout":
+        settings["sectors"] = int(meta["sectors"])
+        settings["image_shape"] = [int(meta["config"]["height"]), int(meta["config"]["width"]), 3]
+    visible = float(cfg.readout.visible)
+    model = build_dense_model(str(cfg.model), task, num_classes, settings.get("model_kwargs"), depth_range,
+                              settings.get("readout"), settings.get("sectors", 8)).to(device)
     train = load_split(str(cfg.data), "train")
     val = load_split(str(cfg.data), "val")
     epochs, batch_size = int(cfg.epochs), int(cfg.batch_size)
@@ -203,7 +239,8 @@ def train_perception(cfg: DictConfig) -> dict[str, Any]:
         optimiser.load_state_dict(payload["optimizer"])
         start, history = int(payload["epoch"]), list(payload["history"])
     images = torch.as_tensor(train["rgb"])
-    targets = torch.as_tensor(train["label"]).long() if task == "seg" else torch.as_tensor(train["depth"])
+    targets = torch.as_tensor(train[{"seg": "label", "depth": "depth", "readout": "closeness"}[task]])
+    targets = targets.long() if task == "seg" else targets
     bar = tqdm(total=total, initial=start * steps_per_epoch, desc=f"train {cfg.model} {task}", unit="batch",
                disable=not cfg.progress)
     began = time.perf_counter()
@@ -213,11 +250,15 @@ def train_perception(cfg: DictConfig) -> dict[str, Any]:
         generator = torch.Generator().manual_seed(int(cfg.seed) * 100_003 + epoch)
         order = torch.randperm(len(images), generator=generator)
         flips = torch.rand(len(images), generator=generator) < 0.5
+        turns = torch.randint(0, settings.get("sectors", 1), (len(images),), generator=generator)
         running = 0.0
         for step in range(steps_per_epoch):
             index = order[step * batch_size:(step + 1) * batch_size]
             x, y = images[index], targets[index]
-            if cfg.flip:
+            if task == "readout":
+                flip = flips[index] if cfg.flip else torch.zeros(len(index), dtype=torch.bool)
+                x, y = panorama_augment(x, y, flip, turns[index] if cfg.turns else torch.zeros_like(index))
+            elif cfg.flip:
                 flip = flips[index]
                 x = torch.where(flip.view(-1, 1, 1, 1), x.flip(2), x)
                 y = torch.where(flip.view(-1, 1, 1), y.flip(2), y)
@@ -226,7 +267,12 @@ def train_perception(cfg: DictConfig) -> dict[str, Any]:
                 group["lr"] = float(cfg.lr) * _lr_factor(epoch * steps_per_epoch + step, total, int(cfg.warmup_steps))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 output = model(x).float()
-            loss = F.cross_entropy(output, y) if task == "seg" else depth_loss(output, y, valid=y > 0)
+            if task == "seg":
+                loss = F.cross_entropy(output, y)
+            elif task == "depth":
+                loss = depth_loss(output, y, valid=y > 0)
+            else:
+                loss = F.binary_cross_entropy(output.clamp(1e-6, 1 - 1e-6), y)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -235,8 +281,8 @@ def train_perception(cfg: DictConfig) -> dict[str, Any]:
             bar.set_postfix(loss=f"{running / (step + 1):.3f}", refresh=False)
         record: dict[str, Any] = {"epoch": epoch + 1, "loss": running / steps_per_epoch}
         if (epoch + 1) % int(cfg.eval_every) == 0 and epoch + 1 < epochs:
-            scores = evaluate(model, val, task, num_classes, device, amp=amp)
-            record.update({k: v for k, v in scores.items() if k in ("miou", "pixel_accuracy", "abs_rel")})
+            scores = evaluate(model, val, task, num_classes, device, amp=amp, visible=visible)
+            record.update({k: v for k, v in scores.items() if k in ("miou", "pixel_accuracy", "abs_rel", "mae", "f1")})
             bar.write(json.dumps(record))
         history.append(record)
         _save(path, {"format": CHECKPOINT_FORMAT, "settings": settings, "categories": names,
@@ -244,7 +290,7 @@ def train_perception(cfg: DictConfig) -> dict[str, Any]:
                      "epoch": epoch + 1, "history": history})
     bar.close()
     train_seconds = time.perf_counter() - began
-    scores = evaluate(model, val, task, num_classes, device, amp=amp)
+    scores = evaluate(model, val, task, num_classes, device, amp=amp, visible=visible)
     result: dict[str, Any] = {"model": str(cfg.model), "task": task, "checkpoint": str(path), "epochs": epochs,
                               "train_images": len(train["rgb"]), "val_images": len(val["rgb"]),
                               "train_seconds_this_run": round(train_seconds, 1), "history": history,
@@ -277,7 +323,8 @@ def load_perception_model(run: str | Path, model: str | None = None, task: str |
         if wanted is not None and settings[key] != wanted:
             raise ValueError(f"{path} holds {key}={settings[key]!r}, expected {wanted!r}")
     net = build_dense_model(settings["model"], settings["objective"], settings["num_classes"], settings.get("model_kwargs"),
-                            tuple(settings.get("depth_range", (0.1, 10.0))))
+                            tuple(settings.get("depth_range", (0.1, 10.0))), settings.get("readout"),
+                            int(settings.get("sectors", 8)))
     net.load_state_dict(payload["state_dict"])
     net.eval()
     return net, {"settings": settings, "categories": payload["categories"]}

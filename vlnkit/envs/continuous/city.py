@@ -3,7 +3,8 @@
 :func:`city_geometry` builds a scene from a street release folder that carries ``graph/landmarks.json``
 (the synthetic city writes it): a ground plane, a road strip along every link, a box per building
 (its facade on the landmark's position, facing its ``facing`` heading, ``[width, depth, height]`` as
-stored), a sign board on every storefront, and the street objects (trees as trunk and crown, the rest as
+stored), a sign board on every storefront (two halves in its category's colours, :func:`sign_colours`, so a
+camera can tell a bank from a cafe), and the street objects (trees as trunk and crown, the rest as
 boxes of their size). Landmark ``i`` of the file has semantic id ``i + 1``; signs, roads and the ground
 follow. The frame is Habitat's with ``x`` east, ``-z`` north and the graph's own equirectangular
 projection, so a node's position is ``(east, 0, -north)`` of :attr:`StreetGraph.xy`.
@@ -46,6 +47,11 @@ SIGN_RGB = (240, 240, 232)
 ROAD_WIDTH_M = 9.0
 CAMERA_HEIGHT_M = 2.5
 
+SIGN_PALETTE: tuple[tuple[int, int, int], ...] = tuple(
+    CITY_COLOURS[c] for c in ("red", "blue", "green", "yellow", "black", "orange", "purple"))
+"""Colours of the shop signs' two halves: each storefront category has its own ordered pair (see
+:func:`sign_colours`), as a real shop's name and logo tell what it is."""
+
 _BOX_CORNERS = np.array([[x, y, z] for x in (-0.5, 0.5) for y in (0.0, 1.0) for z in (-0.5, 0.5)])
 _BOX_FACES = np.array([
     [0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
@@ -63,6 +69,20 @@ def boxes(centres: np.ndarray, sizes: np.ndarray, yaws: np.ndarray) -> np.ndarra
     z = -s * corners[..., 0] + c * corners[..., 2]
     world = np.stack([x, corners[..., 1], z], axis=-1) + centres[:, None, :]
     return world[:, _BOX_FACES]
+
+
+def sign_colours(category: str) -> np.ndarray:
+    """The ``(2, 3)`` RGB colours (left and right half, seen from the street) of a storefront category's sign:
+    the ``i``-th storefront category of :data:`~vlnkit.envs.synth.scene.STOREFRONTS` gets the ``i``-th ordered
+    pair of distinct :data:`SIGN_PALETTE` colours; a category outside that list gets plain white halves."""
+    from vlnkit.envs.synth.scene import STOREFRONTS
+
+    names = [c.name for c in STOREFRONTS]
+    if category not in names:
+        return np.array([SIGN_RGB, SIGN_RGB], dtype=np.float64)
+    pairs = [(a, b) for a in range(len(SIGN_PALETTE)) for b in range(len(SIGN_PALETTE)) if a != b]
+    a, b = pairs[names.index(category)]
+    return np.array([SIGN_PALETTE[a], SIGN_PALETTE[b]], dtype=np.float64)
 
 
 def _to_habitat(east: np.ndarray, north: np.ndarray, y: np.ndarray | float = 0.0) -> np.ndarray:
@@ -116,9 +136,14 @@ def city_geometry(data_dir: str | Path, graph: StreetGraph | None = None) -> Sce
     shops = np.flatnonzero(kind == "storefront")
     if len(shops):
         sign_ids = np.arange(len(landmarks) + 1, len(landmarks) + 1 + len(shops))
-        at = _to_habitat(east[shops] + front[shops, 0] * 0.15, north[shops] + front[shops, 1] * 0.15, 3.0)
-        sign_dims = np.stack([0.8 * size[shops, 0], np.full(len(shops), 1.0), np.full(len(shops), 0.3)], axis=1)
-        parts.append((boxes(at, sign_dims, yaw[shops]), np.tile(SIGN_RGB, (len(shops), 1)) / 255.0, sign_ids))
+        # The board is two halves side by side along the facade, coloured by the shop's category.
+        along = np.stack([front[shops, 1], -front[shops, 0]], axis=1) * (0.2 * size[shops, 0])[:, None]
+        halves = np.stack([sign_colours(category[s]) for s in shops]) / 255.0
+        sign_dims = np.stack([0.4 * size[shops, 0], np.full(len(shops), 1.0), np.full(len(shops), 0.3)], axis=1)
+        for half, sign in ((0, 1.0), (1, -1.0)):  # along points to the left of a viewer facing the shop
+            at = _to_habitat(east[shops] + front[shops, 0] * 0.15 + sign * along[:, 0],
+                             north[shops] + front[shops, 1] * 0.15 + sign * along[:, 1], 3.0)
+            parts.append((boxes(at, sign_dims, yaw[shops]), halves[:, half], sign_ids))
         for sid, s in zip(sign_ids, shops):
             objects[int(sid)] = {"category": "sign", "landmark_id": landmarks[s]["id"], "colour": "white", "text": landmarks[s]["text"]}
     next_id = len(landmarks) + len(shops) + 1

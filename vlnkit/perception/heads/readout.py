@@ -37,6 +37,9 @@ from vlnkit.perception.backbones.layers import count_parameters
 
 __all__ = [
     "CategoryReadout",
+    "ReadoutPredictor",
+    "panorama_augment",
+    "readout_scores",
     "ReadoutDecoderLayer",
     "ReadoutAttention",
     "bearing_from_attention",
@@ -252,3 +255,56 @@ class CategoryReadout(nn.Module):
     def extra_repr(self) -> str:
         return (f"categories={self.categories}, sectors={self.sectors}, d_model={self.d_model}, "
                 f"circular={self.circular}, params={count_parameters(self):,}")
+
+
+class ReadoutPredictor(nn.Module):
+    """A backbone and a :class:`CategoryReadout` as one model: panoramas ``(B, 3, H, W)`` -> closeness
+    ``(B, sectors, categories)``. The readout reads the backbone's feature map ``readout.level``."""
+
+    def __init__(self, backbone: nn.Module, readout: CategoryReadout) -> None:
+        super().__init__()
+        channels = backbone.feature_info[readout.level].channels
+        if channels != readout.input_proj.in_channels:
+            raise ValueError(f"readout expects {readout.input_proj.in_channels} channels but the backbone's map "
+                             f"{readout.level} has {channels}")
+        self.backbone = backbone
+        self.readout = readout
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Closeness ``(B, sectors, categories)`` in ``[0, 1]``."""
+        return self.readout(self.backbone.forward_features(images))
+
+
+def panorama_augment(images: Tensor, targets: Tensor, flip: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
+    """Turn and mirror equirectangular panoramas together with their sector targets, exactly.
+
+    ``images`` ``(B, H, W, C)`` have column 0 at bearing 0 and bearings growing to the right; ``targets``
+    ``(B, S, K)`` hold sector ``k`` = bearings ``[k, k + 1) * 360 / S`` (``W`` a multiple of ``S``). ``shift``
+    ``(B,)`` integers turn the panorama by ``shift * 360 / S`` degrees (sector ``k + shift`` becomes sector ``k``);
+    where ``flip`` ``(B,)`` is true the panorama is then mirrored (bearing ``b`` becomes ``360 - b``, so sector ``k``
+    becomes sector ``S - 1 - k``).
+    """
+    sectors, width = targets.shape[1], images.shape[2]
+    if width % sectors:
+        raise ValueError(f"panorama width {width} is not a multiple of the {sectors} sectors")
+    per = width // sectors
+    out_x, out_y = [], []
+    for x, y, f, r in zip(images, targets, flip.tolist(), shift.tolist()):
+        x, y = torch.roll(x, -int(r) * per, dims=1), torch.roll(y, -int(r), dims=0)
+        if f:
+            x, y = x.flip(1), y.flip(0)
+        out_x.append(x)
+        out_y.append(y)
+    return torch.stack(out_x), torch.stack(out_y)
+
+
+def readout_scores(pred: Tensor, target: Tensor, visible: float = 0.2) -> dict[str, float]:
+    """How well predicted closeness ``(N, S, K)`` matches the targets: mean absolute error, and precision,
+    recall and F1 of "a landmark of this category is seen in this sector" (closeness at least ``visible``, the
+    modular agent's threshold)."""
+    seen, truth = pred >= visible, target >= visible
+    hits = float((seen & truth).sum())
+    precision = hits / max(1.0, float(seen.sum()))
+    recall = hits / max(1.0, float(truth.sum()))
+    f1 = 0.0 if hits == 0 else 2 * precision * recall / (precision + recall)
+    return {"mae": float((pred - target).abs().mean()), "precision": precision, "recall": recall, "f1": f1}
