@@ -169,3 +169,15 @@ def test_image_folder_names_the_panoid_of_a_bad_panorama(tmp_path: Path) -> None
     strict.bind(graph)
     with pytest.raises(ValueError, match="panoid 'good' is 40 x 80 pixels, expected 1500 x 3000"):
         strict.observe(0, 0.0)
+
+
+def test_readout_with_a_neck_reads_the_finer_fused_map(one_torch_thread: None) -> None:
+    from vlnkit.perception.train import build_dense_model
+
+    settings = {"d_model": 32, "heads": 2, "ffn_dim": 64}
+    plain = build_dense_model("cswin_nano", "readout", 3, readout={"level": -2, **settings}, sectors=SECTORS)
+    necked = build_dense_model("cswin_nano", "readout", 3, readout={"neck_from": 1, **settings}, sectors=SECTORS)
+    x = torch.randn(2, 3, HEIGHT, WIDTH)
+    assert plain(x).shape == necked(x).shape == (2, SECTORS, 3)
+    assert plain.readout.attention_size == (HEIGHT // 16, WIDTH // 16)
+    assert necked.readout.attention_size == (HEIGHT // 8, WIDTH // 8)  # the stride-8 map of the FPN neck

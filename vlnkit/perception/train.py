@@ -10,8 +10,8 @@ feature maps; ``task=readout`` puts a :class:`~vlnkit.perception.heads.CategoryR
 (:class:`~vlnkit.perception.heads.ReadoutPredictor`). Training is AdamW with a linear warm-up and cosine decay,
 random horizontal flips (for the readout also random turns by whole sectors, both exact on the targets), pixel
 cross-entropy (segmentation), the depth head's loss, or binary cross-entropy of the closeness (readout: most
-targets are 0, and BCE keeps the rare landmarks from being averaged away as MSE would), and bfloat16 autocast on
-CUDA (``amp: auto``).
+targets are 0, and BCE, with the entries of landmarks that are there weighted ``1 + readout.pos_weight``, keeps the
+rare landmarks from being averaged away), and bfloat16 autocast on CUDA (``amp: auto``).
 
 The run folder holds ``checkpoint.pt`` (weights, optimiser, schedule position, history; written atomically
 after every epoch, so an interrupted run resumes at its last finished epoch; a folder of other settings is
@@ -44,6 +44,7 @@ from vlnkit.perception.heads import (
     CategoryReadout,
     DensePredictor,
     DepthHead,
+    FPNNeck,
     ReadoutPredictor,
     SegmentationHead,
     class_iou,
@@ -86,10 +87,16 @@ def build_dense_model(name: str, task: str, num_classes: int, model_kwargs: dict
         backbone = create_model(name, num_classes=0, **kwargs)
         settings = dict(readout or {})
         level = int(settings.pop("level", -1))
+        neck_from = settings.pop("neck_from", None)
         settings.pop("visible", None)
-        head = CategoryReadout(backbone.feature_info[level].channels, num_classes, sectors=sectors, level=level,
-                               **settings)
-        return ReadoutPredictor(backbone, head)
+        settings.pop("pos_weight", None)
+        if neck_from is None:
+            head = CategoryReadout(backbone.feature_info[level].channels, num_classes, sectors=sectors, level=level,
+                                   **settings)
+            return ReadoutPredictor(backbone, head)
+        neck = FPNNeck(backbone.feature_info[int(neck_from):], channels=int(settings.get("d_model", 256)))
+        head = CategoryReadout(neck.out_channels, num_classes, sectors=sectors, **settings)
+        return ReadoutPredictor(backbone, head, neck, int(neck_from))
     if task == "seg":
         model = create_model(name, num_classes=num_classes, **kwargs)
         if getattr(model, "dense_task", None) == "seg":
@@ -163,7 +170,9 @@ def evaluate(model: nn.Module, data: dict[str, np.ndarray], task: str, num_class
     at closeness ``visible`` (``readout``, :func:`~vlnkit.perception.heads.readout_scores`)."""
     pred = torch.as_tensor(predict(model, data["rgb"], task, device, batch_size, amp))
     if task == "readout":
-        return {**readout_scores(pred, torch.as_tensor(data["closeness"]), visible), "images": len(pred)}
+        target = torch.as_tensor(data["closeness"])
+        per_category = [readout_scores(pred[..., c], target[..., c], visible)["f1"] for c in range(target.shape[-1])]
+        return {**readout_scores(pred, target, visible), "f1_per_category": per_category, "images": len(pred)}
     if task == "depth":
         target = torch.as_tensor(data["depth"])
         return {"abs_rel": float(depth_abs_rel(pred, target, valid=target > 0)), "images": len(pred)}
@@ -215,6 +224,7 @@ def train_perception(cfg: DictConfig) -> dict[str, Any]:
         settings["sectors"] = int(meta["sectors"])
         settings["image_shape"] = [int(meta["config"]["height"]), int(meta["config"]["width"]), 3]
     visible = float(cfg.readout.visible)
+    pos_weight = float(cfg.readout.get("pos_weight", 0.0))
     model = build_dense_model(str(cfg.model), task, num_classes, settings.get("model_kwargs"), depth_range,
                               settings.get("readout"), settings.get("sectors", 8)).to(device)
     train = load_split(str(cfg.data), "train")
@@ -272,7 +282,8 @@ def train_perception(cfg: DictConfig) -> dict[str, Any]:
             elif task == "depth":
                 loss = depth_loss(output, y, valid=y > 0)
             else:
-                loss = F.binary_cross_entropy(output.clamp(1e-6, 1 - 1e-6), y)
+                weight = 1.0 + pos_weight * (y > 0).float()
+                loss = F.binary_cross_entropy(output.clamp(1e-6, 1 - 1e-6), y, weight=weight)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -295,6 +306,8 @@ def train_perception(cfg: DictConfig) -> dict[str, Any]:
                               "train_images": len(train["rgb"]), "val_images": len(val["rgb"]),
                               "train_seconds_this_run": round(train_seconds, 1), "history": history,
                               **{k: v for k, v in scores.items() if k != "confusion"}}
+    if task == "readout":
+        result["f1_per_category"] = dict(zip(names, result["f1_per_category"]))
     if task == "seg":
         result["per_class_iou"] = dict(zip(names, result.pop("iou")))
         plot_confusion(np.asarray(scores["confusion"]), names, out / "confusion.png")

@@ -259,20 +259,28 @@ class CategoryReadout(nn.Module):
 
 class ReadoutPredictor(nn.Module):
     """A backbone and a :class:`CategoryReadout` as one model: panoramas ``(B, 3, H, W)`` -> closeness
-    ``(B, sectors, categories)``. The readout reads the backbone's feature map ``readout.level``."""
+    ``(B, sectors, categories)``.
 
-    def __init__(self, backbone: nn.Module, readout: CategoryReadout) -> None:
+    Without ``neck`` the readout reads the backbone's feature map ``readout.level``; with an
+    :class:`~vlnkit.perception.heads.dense.FPNNeck` over the maps from ``neck_from`` on, it reads the neck's fused
+    map (deep semantics at the finer stride, where small landmarks still cover a cell)."""
+
+    def __init__(self, backbone: nn.Module, readout: CategoryReadout, neck: nn.Module | None = None,
+                 neck_from: int = 0) -> None:
         super().__init__()
-        channels = backbone.feature_info[readout.level].channels
+        channels = neck.out_channels if neck is not None else backbone.feature_info[readout.level].channels
         if channels != readout.input_proj.in_channels:
-            raise ValueError(f"readout expects {readout.input_proj.in_channels} channels but the backbone's map "
-                             f"{readout.level} has {channels}")
+            raise ValueError(f"readout expects {readout.input_proj.in_channels} channels but its input map has "
+                             f"{channels}")
         self.backbone = backbone
+        self.neck = neck
+        self.neck_from = neck_from
         self.readout = readout
 
     def forward(self, images: Tensor) -> Tensor:
         """Closeness ``(B, sectors, categories)`` in ``[0, 1]``."""
-        return self.readout(self.backbone.forward_features(images))
+        maps = self.backbone.forward_features(images)
+        return self.readout(maps if self.neck is None else self.neck(maps[self.neck_from:]))
 
 
 def panorama_augment(images: Tensor, targets: Tensor, flip: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
