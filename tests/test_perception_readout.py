@@ -181,3 +181,24 @@ def test_readout_with_a_neck_reads_the_finer_fused_map(one_torch_thread: None) -
     assert plain(x).shape == necked(x).shape == (2, SECTORS, 3)
     assert plain.readout.attention_size == (HEIGHT // 16, WIDTH // 16)
     assert necked.readout.attention_size == (HEIGHT // 8, WIDTH // 8)  # the stride-8 map of the FPN neck
+
+
+def test_sectored_readout_reads_each_sector_from_its_own_columns(one_torch_thread: None) -> None:
+    from vlnkit.perception.heads import CategoryReadout
+
+    torch.manual_seed(0)
+    readout = CategoryReadout(16, 3, sectors=4, d_model=32, heads=4, ffn_dim=64, dropout=0.0, sectored=True).eval()
+    x = torch.randn(2, 16, 3, 8)  # 8 columns: 2 per sector
+    with torch.no_grad():
+        base = readout(x)
+        turned = readout(torch.roll(x, -2, dims=-1))  # a turn by one sector
+        poked = x.clone()
+        poked[:, :, 1, 5] += 3.0  # column 5 lies in sector 2
+        changed = readout(poked)
+    assert base.shape == (2, 4, 3)
+    assert torch.allclose(turned, torch.roll(base, -1, dims=1), atol=1e-6)
+    delta = (changed - base).abs().amax(dim=(0, 2))
+    assert delta[2] > 1e-4 and torch.equal(delta[[0, 1, 3]], torch.zeros(3))
+    assert readout.attention.shape == (2, 4, 12, 24)
+    assert torch.equal(readout.attention[:, :, 0, 2:] > 0, torch.zeros_like(readout.attention[:, :, 0, 2:], dtype=torch.bool)
+                       | (torch.arange(2, 24) % 8 < 2))  # sector 0's query sees columns 0 and 1 only

@@ -9,6 +9,15 @@ spans the first ``360 / S`` degrees to its right, and entry ``(k, c)`` is ``max(
 nearest landmark of category ``c`` there; what :class:`vlnkit.agents.modular.perception.Perception` reads.
 The readout learns that order from such targets; the architecture fixes only the shape and the range.
 
+With ``sectored=True`` the readout is instead one query per (sector, category): category ``c``'s query ``E_c``
+is shared by all sectors, and the query of sector ``k`` attends (cross- and self-attention) only to the map's
+columns in that sector (column centres ``[k, k + 1) * W / S``, images with column 0 at bearing 0) and to the
+other categories' queries of that sector. Its closeness is ``sigmoid(w_c . t_{k,c} + b_c)``, shared over
+sectors, and the column encoding repeats every sector. So a sector's output depends on its own columns only,
+and turning the panorama by whole sectors turns the output exactly. Without it the value vectors carry no
+position (DETR adds the encoding to keys only), so a category's one pooled vector says what is in the panorama
+but hardly where: on the synthetic city the plain readout learned only trees.
+
 Layer math, with target ``t = 0``, category queries ``E``, memory ``F`` (projected backbone features) and its
 2-D sine position encoding ``P``::
 
@@ -122,8 +131,9 @@ class ReadoutAttention(nn.Module):
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(dim, dim) for _ in range(4))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
-        """Attention output and weights (see the class docstring)."""
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Attention output and weights (see the class docstring); ``mask`` ``(L, N)``, true where a query may
+        attend (every query must have one key)."""
         b, length, dim = query.shape
         head_dim = dim // self.heads
 
@@ -131,7 +141,10 @@ class ReadoutAttention(nn.Module):
             return x.reshape(b, x.shape[1], self.heads, head_dim).transpose(1, 2)
 
         q, k, v = split(self.q_proj(query)), split(self.k_proj(key)), split(self.v_proj(value))
-        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(head_dim), dim=-1)
+        logits = q @ k.transpose(-2, -1) / math.sqrt(head_dim)
+        if mask is not None:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(logits, dim=-1)
         out = (self.dropout(weights) @ v).transpose(1, 2).reshape(b, length, dim)
         return self.out_proj(out), weights
 
@@ -152,12 +165,14 @@ class ReadoutDecoderLayer(nn.Module):
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.drop1, self.drop2, self.drop3 = nn.Dropout(dropout), nn.Dropout(dropout), nn.Dropout(dropout)
 
-    def forward(self, t: Tensor, query_pos: Tensor, memory: Tensor, memory_pos: Tensor) -> tuple[Tensor, Tensor]:
-        """Updated target ``(B, C, d)`` and cross-attention weights ``(B, heads, C, N)``."""
+    def forward(self, t: Tensor, query_pos: Tensor, memory: Tensor, memory_pos: Tensor, self_mask: Tensor | None = None,
+                cross_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Updated target ``(B, C, d)`` and cross-attention weights ``(B, heads, C, N)``; the masks (true: may
+        attend) restrict the self- and cross-attention."""
         x = self.norm1(t)
-        t = t + self.drop1(self.self_attn(x + query_pos, x + query_pos, x)[0])
+        t = t + self.drop1(self.self_attn(x + query_pos, x + query_pos, x, self_mask)[0])
         x = self.norm2(t)
-        routed, weights = self.cross_attn(x + query_pos, memory + memory_pos, memory)
+        routed, weights = self.cross_attn(x + query_pos, memory + memory_pos, memory, cross_mask)
         t = t + self.drop2(routed)
         return t + self.drop3(self.ffn(self.norm3(t))), weights
 
@@ -169,7 +184,8 @@ class CategoryReadout(nn.Module):
     given, the coarsest by default); ``categories`` a count or the category names (in the order of the
     closeness array's columns, e.g. ``SceneFeatureSource.categories``); ``sectors`` the rows. ``d_model``,
     ``heads``, ``ffn_dim``, ``dropout`` and ``layers`` size the decoder (doc defaults: one layer, 0.1 dropout);
-    ``circular`` makes the horizontal position encoding periodic in the width (panoramas).
+    ``circular`` makes the horizontal position encoding periodic in the width (panoramas); ``sectored`` reads
+    each sector from its own columns (see the module docstring; the encoding then repeats every sector).
 
     Closeness of category ``c`` in sector ``k`` is ``sigmoid(w_{c,k} . t_c + b_{c,k})`` of that category's
     decoder output ``t_c`` only, the doc's ROI-to-vertex readout where every (sector, category) "vertex" lies
@@ -182,7 +198,7 @@ class CategoryReadout(nn.Module):
 
     def __init__(self, in_channels: int, categories: int | Sequence[str], sectors: int = 8, d_model: int = 256,
                  heads: int = 8, ffn_dim: int = 1024, dropout: float = 0.1, layers: int = 1, circular: bool = False,
-                 level: int = -1) -> None:
+                 level: int = -1, sectored: bool = False) -> None:
         super().__init__()
         if isinstance(categories, int):
             self.category_names: list[str] | None = None
@@ -197,13 +213,15 @@ class CategoryReadout(nn.Module):
         if d_model < 4 or d_model % 4:
             raise ValueError(f"d_model must be a positive multiple of 4 (the 2-D sine encoding), got {d_model}")
         self.sectors, self.d_model, self.circular, self.level = sectors, d_model, circular, level
+        self.sectored = sectored
         self.input_proj = nn.Conv2d(in_channels, d_model, 1)
         self.query_embed = nn.Parameter(torch.randn(self.categories, d_model))
         self.layers = nn.ModuleList(ReadoutDecoderLayer(d_model, heads, ffn_dim, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(d_model)
         bound = 1.0 / math.sqrt(d_model)
-        self.readout_weight = nn.Parameter(torch.empty(self.categories, sectors, d_model).uniform_(-bound, bound))
-        self.readout_bias = nn.Parameter(torch.zeros(self.categories, sectors))
+        rows = 1 if sectored else sectors
+        self.readout_weight = nn.Parameter(torch.empty(self.categories, rows, d_model).uniform_(-bound, bound))
+        self.readout_bias = nn.Parameter(torch.zeros(self.categories, rows))
         self.attention = None
         self.attention_size = None
         self._pos_cache: dict[tuple[int, int], Tensor] = {}
@@ -212,25 +230,52 @@ class CategoryReadout(nn.Module):
         """The memory's position encoding ``(H * W, d_model)`` for an ``H x W`` map (cached per size)."""
         key = (height, width)
         if key not in self._pos_cache:
-            pe = sine_position_encoding(height, width, self.d_model, circular=self.circular)
+            if self.sectored:
+                pe = sine_position_encoding(height, width, self.d_model, circular=True, period=width / self.sectors)
+            else:
+                pe = sine_position_encoding(height, width, self.d_model, circular=self.circular)
             self._pos_cache[key] = pe.flatten(1).transpose(0, 1)
         return self._pos_cache[key]
 
-    def decode(self, memory: Tensor, memory_pos: Tensor) -> tuple[Tensor, Tensor]:
+    def sector_masks(self, height: int, width: int) -> tuple[Tensor, Tensor]:
+        """For ``sectored``: which queries each query may attend ``(S * C, S * C)`` (those of its sector) and which
+        tokens of an ``H x W`` map ``(S * C, H * W)`` (its sector's columns); query ``k * C + c`` is category
+        ``c`` in sector ``k``."""
+        if width < self.sectors:
+            raise ValueError(f"a sectored readout needs a map at least {self.sectors} columns wide, got {width}")
+        query_sector = torch.arange(self.sectors).repeat_interleave(self.categories)
+        column_sector = ((torch.arange(width) + 0.5) * self.sectors / width).long()
+        token_sector = column_sector.repeat(height)
+        return query_sector[:, None] == query_sector[None, :], query_sector[:, None] == token_sector[None, :]
+
+    def decode(self, memory: Tensor, memory_pos: Tensor,
+               size: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
         """Decoder outputs ``(B, categories, d_model)`` and last cross-attention ``(B, heads, categories, N)``
-        from memory tokens ``(B, N, d_model)`` and their position encodings (``(N, d)`` or ``(B, N, d)``)."""
+        from memory tokens ``(B, N, d_model)`` and their position encodings (``(N, d)`` or ``(B, N, d)``); a
+        ``sectored`` readout also needs the map's ``size`` ``(H, W)`` and has ``sectors * categories`` queries."""
         b = memory.shape[0]
-        query_pos = self.query_embed.unsqueeze(0).expand(b, -1, -1)
+        queries = self.query_embed.repeat(self.sectors, 1) if self.sectored else self.query_embed
+        query_pos = queries.unsqueeze(0).expand(b, -1, -1)
         t = torch.zeros_like(query_pos)
+        self_mask = cross_mask = None
+        if self.sectored:
+            if size is None or size[0] * size[1] != memory.shape[1]:
+                raise ValueError(f"a sectored readout needs the (H, W) of the {memory.shape[1]} memory tokens, got {size}")
+            self_mask, cross_mask = (m.to(memory.device) for m in self.sector_masks(*size))
         attention = []
         for layer in self.layers:
-            t, weights = layer(t, query_pos, memory, memory_pos.expand_as(memory))
+            t, weights = layer(t, query_pos, memory, memory_pos.expand_as(memory), self_mask, cross_mask)
             attention.append(weights)
         return self.norm(t), attention[-1]
 
     def read(self, outputs: Tensor) -> Tensor:
-        """Closeness ``(B, sectors, categories)`` from decoder outputs ``(B, categories, d_model)``."""
-        logits = torch.einsum("bcd,csd->bsc", outputs, self.readout_weight) + self.readout_bias.t()
+        """Closeness ``(B, sectors, categories)`` from decoder outputs ``(B, categories, d_model)`` (``sectored``:
+        ``(B, sectors * categories, d_model)``)."""
+        if self.sectored:
+            per_sector = outputs.reshape(outputs.shape[0], self.sectors, self.categories, -1)
+            logits = torch.einsum("bscd,cd->bsc", per_sector, self.readout_weight[:, 0]) + self.readout_bias[:, 0]
+        else:
+            logits = torch.einsum("bcd,csd->bsc", outputs, self.readout_weight) + self.readout_bias.t()
         return torch.sigmoid(logits)
 
     def forward(self, features: Tensor | Sequence[Tensor],
@@ -246,7 +291,7 @@ class CategoryReadout(nn.Module):
         height, width = x.shape[-2:]
         memory = self.input_proj(x).flatten(2).transpose(1, 2)
         pos = self.position_encoding(height, width).to(device=memory.device, dtype=memory.dtype)
-        outputs, weights = self.decode(memory, pos)
+        outputs, weights = self.decode(memory, pos, (int(height), int(width)))
         self.attention = weights.detach()
         self.attention_size = (int(height), int(width))
         closeness = self.read(outputs)
@@ -254,7 +299,7 @@ class CategoryReadout(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"categories={self.categories}, sectors={self.sectors}, d_model={self.d_model}, "
-                f"circular={self.circular}, params={count_parameters(self):,}")
+                f"circular={self.circular}, sectored={self.sectored}, params={count_parameters(self):,}")
 
 
 class ReadoutPredictor(nn.Module):
