@@ -202,3 +202,19 @@ def test_sectored_readout_reads_each_sector_from_its_own_columns(one_torch_threa
     assert readout.attention.shape == (2, 4, 12, 24)
     assert torch.equal(readout.attention[:, :, 0, 2:] > 0, torch.zeros_like(readout.attention[:, :, 0, 2:], dtype=torch.bool)
                        | (torch.arange(2, 24) % 8 < 2))  # sector 0's query sees columns 0 and 1 only
+
+
+def test_eval_config_swaps_the_street_panorama_for_the_learned_readout(readout_run: tuple[Path, dict]) -> None:
+    from vlnkit.eval.street import StreetTask
+    from vlnkit.envs.synth import default_city
+
+    run, _ = readout_run
+    city = default_city(seed=0, size="small")
+    task = StreetTask()
+    cfg = load_config("eval", ["agent=modular", "perception=learned", f"perception.weights={run}"])
+    assert cfg.out.endswith("-learned-dev-seed0")
+    # The toy readout knows 3 categories; the city's scene names 46, so the source refuses to stand in for it.
+    with pytest.raises(ValueError, match="trained on other categories"):
+        task.make_env(cfg, city)
+    gt = task.make_env(load_config("eval", ["agent=modular"]), city)
+    assert gt.panorama.privileged  # the default reads the scene labels, and says so
