@@ -217,3 +217,34 @@ def test_steps_per_node_gives_long_routes_their_budget():
         assert steps == budget == env.step_budget(episode)
     with pytest.raises(ValueError, match="steps_per_node"):
         StreetEnv(graph=graph, episodes=[episode], steps_per_node=0, panorama="none")
+
+
+def _positions_along(env, seed: int, moves: int) -> tuple[np.ndarray, np.ndarray]:
+    """Observed and true positions of an agent moving forward ``moves`` times (north from n0_0 on the grid)."""
+    obs, info = env.reset(seed=seed, options={"episode_id": "1"})
+    observed, true = [obs["position"]], [env.unwrapped.graph.xy[env.unwrapped.state.node]]
+    for _ in range(moves):
+        obs, *_ = env.step(int(A.FORWARD))
+        observed.append(obs["position"])
+        true.append(env.unwrapped.graph.xy[env.unwrapped.state.node])
+    return np.array(observed, dtype=np.float64), np.array(true)
+
+
+def test_pose_noise_and_odometry_drift_are_seeded_and_shaped_as_specified():
+    exact = gymnasium.make("vlnkit/Touchdown-v0", graph=grid_graph(), episodes=episodes(), panorama="none")
+    observed, true = _positions_along(exact, 0, 4)
+    assert np.allclose(observed, true, atol=1e-3)  # no noise: the node's own position
+    noisy = gymnasium.make("vlnkit/Touchdown-v0", graph=grid_graph(), episodes=episodes(), panorama="none", pose_noise=2.0)
+    errors = np.concatenate([np.subtract(*_positions_along(noisy, s, 4)) for s in range(200)])
+    assert np.std(errors) == pytest.approx(2.0, rel=0.1) and abs(np.mean(errors)) < 0.2
+    again = _positions_along(noisy, 7, 4)[0]
+    assert np.array_equal(again, _positions_along(noisy, 7, 4)[0])  # the same seed, the same errors
+    drift = gymnasium.make("vlnkit/Touchdown-v0", graph=grid_graph(), episodes=episodes(), panorama="none",
+                           odometry_drift=1.0)
+    runs = np.stack([np.subtract(*_positions_along(drift, s, 4)) for s in range(300)])  # (runs, 5 obs, 2)
+    assert np.allclose(runs[:, 0], 0.0, atol=1e-4)  # no move yet, no drift (float32 positions)
+    # A random walk: the error after k moves has variance k (1 m per move in each axis).
+    for k in (1, 2, 4):
+        assert np.var(runs[:, k]) == pytest.approx(k, rel=0.2)
+    with pytest.raises(ValueError, match="non-negative"):
+        gymnasium.make("vlnkit/Touchdown-v0", graph=grid_graph(), episodes=episodes(), panorama="none", pose_noise=-1.0)

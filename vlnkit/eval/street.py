@@ -57,6 +57,8 @@ class StreetTask:
             panorama=panorama,
             episode_kinds=task.episode_kinds,
             on_invalid_route=task.on_invalid_route,
+            pose_noise=float(task.get("pose_noise", 0.0)),
+            odometry_drift=float(task.get("odometry_drift", 0.0)),
             **paths,
         )
         return env.unwrapped

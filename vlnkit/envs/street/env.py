@@ -4,7 +4,10 @@ Observations are a ``Dict`` (fresh arrays on every call, as Gymnasium requires):
 
 - ``instruction``: the navigation text (``Text`` space),
 - ``heading``: the agent's compass heading in degrees, shape ``(1,)``,
-- ``position``: metres (east, north) from the graph's centre, from the node's lat/lng, shape ``(2,)``,
+- ``position``: metres (east, north) from the graph's centre, from the node's lat/lng, shape ``(2,)``; with
+  ``odometry_drift`` it carries an error that accumulates over the episode's moves (a random walk, ``drift`` m
+  per axis per move), and with ``pose_noise`` a fresh error on every observation (``pose_noise`` m per axis),
+  both drawn from the episode's seed,
 - ``links``: headings of the node's outgoing links padded with -1, shape ``(max_out_degree,)``,
 - ``panorama``: the node's panorama from the configured source (image or features), absent with
   ``panorama="none"``.
@@ -103,6 +106,9 @@ class StreetEnv(gymnasium.Env):
         graph, episodes: pass these instead of ``data_dir`` to run on data already in memory.
         guidance: put ``oracle_action`` and ``distance_to_goal`` in ``info`` (one graph search per new
             goal, and the oracle's work on every step); switch off for rollouts that never read them.
+        pose_noise: standard deviation in metres of the independent Gaussian error of each observed position.
+        odometry_drift: standard deviation in metres of the Gaussian error each move adds to the observed
+            position's drift (0 in both: exact positions, the reference code's observation).
     """
 
     metadata = {"render_modes": []}
@@ -121,8 +127,14 @@ class StreetEnv(gymnasium.Env):
         graph: StreetGraph | None = None,
         episodes: Sequence[StreetEpisode] | None = None,
         guidance: bool = True,
+        pose_noise: float = 0.0,
+        odometry_drift: float = 0.0,
         **panorama_paths: Any,
     ) -> None:
+        if pose_noise < 0 or odometry_drift < 0:
+            raise ValueError(f"pose_noise and odometry_drift must be non-negative metres, got {pose_noise}, {odometry_drift}")
+        self.pose_noise, self.odometry_drift = float(pose_noise), float(odometry_drift)
+        self._drift = np.zeros(2)
         if task not in DEFAULT_SEMANTICS:
             raise ValueError(f"unknown street task {task!r}; expected touchdown or map2seq")
         if episode_kinds not in ("task", "all"):
@@ -222,6 +234,7 @@ class StreetEnv(gymnasium.Env):
         self._reached = 0
         self._steps = 0
         self._budget = self.step_budget(ep)
+        self._drift = np.zeros(2)
         return self._observation(), self._info()
 
     def step_budget(self, episode: StreetEpisode) -> int:
@@ -240,12 +253,19 @@ class StreetEnv(gymnasium.Env):
         obs = {
             "instruction": self._episode.instruction,
             "heading": np.array([state.heading], dtype=np.float32),
-            "position": self._positions[state.node].copy(),
+            "position": self._observed_position(state.node),
             "links": self._links[state.node].copy(),
         }
         if self.panorama is not None:
             obs["panorama"] = self.panorama.observe(state.node, state.heading)
         return obs
+
+    def _observed_position(self, node: int) -> np.ndarray:
+        """The node's position as the agent observes it: exact, or with drift and noise (see the class)."""
+        if not (self.pose_noise or self.odometry_drift):
+            return self._positions[node].copy()
+        error = self._drift + (self.np_random.normal(0.0, self.pose_noise, 2) if self.pose_noise else 0.0)
+        return (self._positions[node] + error).astype(np.float32)
 
     def _info(self) -> dict[str, Any]:
         state = self._state
@@ -261,7 +281,10 @@ class StreetEnv(gymnasium.Env):
         (``max_steps``, or longer for long routes with ``steps_per_node``)."""
         if self._state is None:
             raise RuntimeError("call reset() before step()")
+        before = self._state.node
         self._state, terminated = self.navigator.step(self._state, int(action))
+        if self.odometry_drift and self._state.node != before:
+            self._drift = self._drift + self.np_random.normal(0.0, self.odometry_drift, 2)
         if self._reached + 1 < len(self._route) and self._state.node == self._route[self._reached + 1]:
             self._reached += 1
         self._steps += 1
