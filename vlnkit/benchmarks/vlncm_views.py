@@ -2,6 +2,7 @@
 
     vlnkit bench vlncm_views [--houses-seed 0 --houses-count 4] [--places 30]
         [--synth-clip runs/clip/tiny_clip.pt] [--clip-dir DIR | --tiny-random-clip]
+        [--oat runs/oat/oat.pt [--oat-seg SEG_RUN]]
 
 The views are 12-view panoramas (224 x 224, as the VLN-CE environment renders them) at random floor points
 of the ``val_unseen`` scenes of the synthetic houses release ``(houses-seed, houses-count)``, houses that
@@ -10,7 +11,13 @@ visible in the panorama as instructions do ("the red couch"); the answer is the 
 most pixels (:func:`vlnkit.perception.scorers.synthetic.selection_queries`). Reported per backend:
 top-1 accuracy (``exact``) and within one view (30 degrees), next to chance. Backends: ``semantic``
 (simulator labels + all-MiniLM-L6-v2), ``synth_clip`` (when its weights exist), ``clip`` (with a local
-CLIP folder, or ``--tiny-random-clip``: an untrained 2-layer CLIP, the floor any real weights should beat).
+CLIP folder, or ``--tiny-random-clip``: an untrained 2-layer CLIP, the floor any real weights should beat),
+and with ``--oat PATH`` the OAT view prior (:mod:`vlnkit.perception.oat`; the checkpoint at PATH, or
+one trained into PATH with the default settings when there is none, ~6 minutes on one core): ``oat``
+scores the first fixation's view and ``oat_last`` the view of the greedy scanpath's last fixation, both
+with objects from the ground-truth category maps (``objects_from: labels``, privileged), and with
+``--oat-seg RUN`` also ``oat_seg`` / ``oat_seg_last`` with objects from the segmentation run's
+predictions on the RGB views (``objects_from: segmentation``).
 Prints one JSON line: ``panoramas``, ``queries``, and per backend ``exact``, ``within_one``,
 ``chance_exact``, ``chance_within_one`` and ``ms_per_panorama``.
 
@@ -27,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from vlnkit.perception.scorers import ImageTextScorer, create_scorer
-from vlnkit.perception.scorers.synthetic import selection_accuracy, selection_queries
+from vlnkit.perception.scorers.synthetic import Place, Query, selection_accuracy, selection_queries
 from vlnkit.perception.scorers.training import heldout_places
 
 
@@ -44,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--synth-clip", default="runs/clip/tiny_clip.pt", help="weights from `vlnkit train clip`")
     parser.add_argument("--clip-dir", default=None, help="a local CLIP folder (save_pretrained layout)")
     parser.add_argument("--tiny-random-clip", action="store_true", help="score an untrained tiny CLIP as `clip`")
+    parser.add_argument("--oat", default=None, help="an OAT checkpoint (trained there when absent)")
+    parser.add_argument("--oat-seg", default=None, help="a `vlnkit train perception` seg run: OAT objects from its predictions")
 
 
 def write_tiny_random_clip(folder: Path) -> Path:
@@ -70,7 +79,7 @@ def write_tiny_random_clip(folder: Path) -> Path:
 
 def run(houses_seed: int = 0, houses_count: int = 4, places: int = 30, seed: int = 0,
         synth_clip: str = "runs/clip/tiny_clip.pt", clip_dir: str | None = None,
-        tiny_random_clip: bool = False) -> dict[str, Any]:
+        tiny_random_clip: bool = False, oat: str | None = None, oat_seg: str | None = None) -> dict[str, Any]:
     """Score each backend as the module docstring describes; returns a JSON-able dict."""
     views = heldout_places(houses_seed, houses_count, places, 224, seed)
     queries = selection_queries(views)
@@ -89,4 +98,52 @@ def run(houses_seed: int = 0, houses_count: int = 4, places: int = 30, seed: int
                          "exact_vs_chance": round(result["exact"] / result["chance_exact"], 3),
                          "within_one_vs_chance": round(result["within_one"] / result["chance_within_one"], 3),
                          "ms_per_panorama": round(1000 * (time.perf_counter() - started) / max(len(views), 1), 1)}
+    if oat:
+        out.update(oat_backends(views, queries, oat, oat_seg, houses_seed, houses_count, places))
+    return out
+
+
+def oat_backends(views: list[Place], queries: list[Query], weights: str, seg_run: str | None, houses_seed: int,
+                 houses_count: int, places: int) -> dict[str, Any]:
+    """The OAT rows of the result: objects from the ground-truth category maps, and from ``seg_run``'s
+    predictions when given (see the module docstring)."""
+    from vlnkit.perception.oat import (
+        heldout_scenes,
+        labelled_category_map,
+        load_oat,
+        oat_selection_accuracy,
+        scene_category_table,
+        segment_panorama,
+        train_oat,
+    )
+
+    if Path(weights).expanduser().is_file():
+        model, payload = load_oat(weights)
+        summary = dict(payload.get("summary", {}))
+    else:
+        model, summary = train_oat(weights)
+    tables = [scene_category_table(scene) for scene in heldout_scenes(houses_seed, houses_count)]
+    sources: dict[str, tuple[str, Any]] = {
+        "oat": ("labels", lambda i: labelled_category_map(views[i].semantic, tables[i // places]))}
+    if seg_run:
+        from vlnkit.perception.train import load_perception_model
+
+        segmenter, _ = load_perception_model(seg_run, task="seg")
+        sources["oat_seg"] = ("segmentation", lambda i: segment_panorama(segmenter, views[i].rgb))
+    out: dict[str, Any] = {}
+    for name, (objects_from, category_map) in sources.items():
+        started = time.perf_counter()
+        maps = [category_map(i) for i in range(len(views))]
+        seconds_maps = time.perf_counter() - started
+        for suffix, view_from in (("", "first"), ("_last", "last")):
+            started = time.perf_counter()
+            result = oat_selection_accuracy(model, views, maps, queries, view_from, objects_from == "labels")
+            seconds = time.perf_counter() - started + seconds_maps
+            out[name + suffix] = {**{k: round(v, 4) for k, v in result.items()}, "objects_from": objects_from,
+                                  "view_from": view_from,
+                                  "exact_vs_chance": round(result["exact"] / result["chance_exact"], 3),
+                                  "within_one_vs_chance": round(result["within_one"] / result["chance_within_one"], 3),
+                                  "ms_per_panorama": round(1000 * seconds / max(len(views), 1), 1)}
+    out["oat_model"] = {k: summary[k] for k in ("parameters", "train_scanpaths", "val_first_view_exact",
+                                                "val_last_view_exact") if k in summary}
     return out
