@@ -189,16 +189,21 @@ def load_split(root: str | Path, split: str) -> dict[str, np.ndarray]:
         from vlnkit.perception.readout_data import load_city_split
 
         return load_city_split(root, meta, split)
-    parts: dict[str, list[np.ndarray]] = {"rgb": [], "depth": [], "label": []}
-    for index in meta["splits"][split]:
-        path = Path(root) / "houses" / split / f"house_{index:03d}.npz"
-        try:
-            with np.load(path) as data:
-                for key in parts:
-                    parts[key].append(data[key])
-        except (OSError, KeyError, ValueError) as err:
-            raise ValueError(f"{path}: unreadable perception shard ({err}); delete it and run "
-                             f"`vlnkit data perception --out {root}` again") from err
-    arrays = {key: np.concatenate(value) for key, value in parts.items()}
+    paths = [Path(root) / "houses" / split / f"house_{index:03d}.npz" for index in meta["splits"][split]]
+    arrays = load_shards(paths, ("rgb", "depth", "label"), f"vlnkit data perception --out {root}")
     arrays["depth"] = arrays["depth"].astype(np.float32)
     return arrays
+
+
+def load_shards(paths: list[Path], keys: tuple[str, ...], command: str) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of every ``.npz`` shard in ``paths``, concatenated in order; a missing or damaged
+    shard is an error naming it and the ``command`` that writes it again."""
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in keys}
+    for path in paths:
+        try:
+            with np.load(path) as data:
+                for key in keys:
+                    parts[key].append(data[key])
+        except (OSError, KeyError, ValueError) as err:
+            raise ValueError(f"{path}: unreadable perception shard ({err}); delete it and run `{command}` again") from err
+    return {key: np.concatenate(value) for key, value in parts.items()}

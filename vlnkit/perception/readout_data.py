@@ -80,15 +80,13 @@ def render_city(seed: int, config: ReadoutDataConfig, progress: bool = False) ->
     unknown = sorted(set(scene.categories) - set(config.categories))
     if unknown:
         raise ValueError(f"{scene.path}: categories {unknown} are not in the readout's categories")
-    columns = [scene.categories.index(c) if c in scene.categories else -1 for c in config.categories]
+    present = [i for i, c in enumerate(config.categories) if c in scene.categories]
+    columns = [scene.categories.index(config.categories[i]) for i in present]
     rgb = np.empty((graph.num_nodes, config.height, config.width, 3), dtype=np.uint8)
     closeness = np.zeros((graph.num_nodes, config.sectors, len(config.categories)), dtype=np.float32)
     for node in tqdm(range(graph.num_nodes), desc=f"city {seed}", unit="pano", disable=not progress):
         rgb[node] = pixels.observe(node, NORTH_AT_COLUMN_0)
-        target = scene.observe(node, 0.0)
-        for out, col in enumerate(columns):
-            if col >= 0:
-                closeness[node, :, out] = target[:, col]
+        closeness[node][:, present] = scene.observe(node, 0.0)[:, columns]
     return {"rgb": rgb, "closeness": closeness}
 
 
@@ -126,14 +124,7 @@ def shard_path(root: Path, split: str, seed: int) -> Path:
 
 def load_city_split(root: str | Path, meta: dict[str, Any], split: str) -> dict[str, np.ndarray]:
     """``rgb`` and ``closeness`` of every city of ``split``."""
-    parts: dict[str, list[np.ndarray]] = {"rgb": [], "closeness": []}
-    for seed in meta["splits"][split]:
-        path = shard_path(Path(root), split, int(seed))
-        try:
-            with np.load(path) as data:
-                for key in parts:
-                    parts[key].append(data[key])
-        except (OSError, KeyError, ValueError) as err:
-            raise ValueError(f"{path}: unreadable perception shard ({err}); delete it and run "
-                             f"`vlnkit data perception --source city --out {root}` again") from err
-    return {key: np.concatenate(value) for key, value in parts.items()}
+    from vlnkit.perception.data import load_shards
+
+    paths = [shard_path(Path(root), split, int(seed)) for seed in meta["splits"][split]]
+    return load_shards(paths, ("rgb", "closeness"), f"vlnkit data perception --source city --out {root}")
