@@ -63,6 +63,8 @@ IMAGE_STD = (0.229, 0.224, 0.225)
 SETTINGS = ("model", "model_kwargs", "objective", "num_classes", "data", "epochs", "batch_size", "lr", "weight_decay",
             "warmup_steps", "flip", "turns", "seed", "depth_range", "readout", "sectors")
 """Config keys a resumed run must share with its checkpoint."""
+READOUT_TRAINING_KEYS = ("visible", "pos_weight")
+"""Keys of the ``readout`` config that set its loss and metrics, not the network."""
 
 
 def normalise(rgb: Tensor) -> Tensor:
@@ -85,11 +87,9 @@ def build_dense_model(name: str, task: str, num_classes: int, model_kwargs: dict
         raise ValueError(f"task must be seg, depth or readout, got {task!r}")
     if task == "readout":
         backbone = create_model(name, num_classes=0, **kwargs)
-        settings = dict(readout or {})
+        settings = {k: v for k, v in (readout or {}).items() if k not in READOUT_TRAINING_KEYS}
         level = int(settings.pop("level", -1))
         neck_from = settings.pop("neck_from", None)
-        settings.pop("visible", None)
-        settings.pop("pos_weight", None)
         if neck_from is None:
             head = CategoryReadout(backbone.feature_info[level].channels, num_classes, sectors=sectors, level=level,
                                    **settings)
@@ -219,7 +219,9 @@ def train_perception(cfg: DictConfig) -> dict[str, Any]:
     torch.manual_seed(int(cfg.seed))
     depth_range = (float(cfg.depth_range[0]), float(cfg.depth_range[1]))
     if (task == "readout") != (meta.get("source") == "city"):
-        raise ValueError(f"{cfg.data}: objective={task} needs {'city panoramas (`vlnkit data perception --source city`)' if task == 'readout' else 'house views (`vlnkit data perception`)'}")
+        needs = ("city panoramas (`vlnkit data perception --source city`)" if task == "readout"
+                 else "house views (`vlnkit data perception`)")
+        raise ValueError(f"{cfg.data}: objective={task} needs {needs}")
     if task == "readout":
         settings["sectors"] = int(meta["sectors"])
         settings["image_shape"] = [int(meta["config"]["height"]), int(meta["config"]["width"]), 3]
