@@ -26,6 +26,7 @@ FILES = (
     "data/train.json",
     "data/dev.json",
     "data/test.json",
+    "data/memory.json",
 )
 TURN_WORDS = re.compile(r"\b(?:turn|take a|make a)\s+(left|right|around)\b", re.IGNORECASE)
 
@@ -69,7 +70,7 @@ class Release:
         self.visible = {s["panoid"]: {lm["id"]: lm for lm in s["landmarks"]} for s in self.scene}
         self.splits = {
             split: [json.loads(line) for line in (root / f"data/{split}.json").read_text().splitlines()]
-            for split in ("train", "dev", "test")
+            for split in ("train", "dev", "test", "memory")
         }
 
     def records(self) -> list[dict]:
@@ -175,6 +176,9 @@ def test_records_are_mixed_and_splits_are_apart(city: Release) -> None:
     assert 80 <= len(city.splits["dev"]) <= 120 and 80 <= len(city.splits["test"]) <= 120
     nodes = {split: {p for r in recs for p in r["route_panoids"]} for split, recs in city.splits.items()}
     assert not nodes["train"] & nodes["dev"] and not nodes["train"] & nodes["test"] and not nodes["dev"] & nodes["test"]
+    assert not nodes["train"] & nodes["memory"], "the memory split lies in the unseen areas"
+    routes = [tuple(r["route_panoids"]) for r in city.records()]
+    assert len(set(routes)) == len(routes), "no route is in two splits"
     ids = [r.get("route_id", r.get("id")) for r in city.records()]
     assert len(set(ids)) == len(ids)
 
@@ -230,3 +234,26 @@ def test_a_share_of_routes_come_back_to_a_landmark(city: Release) -> None:
     assert share >= 0.2
     with_memory_text = [r for r in records if re.search(r"\bback (to|at|past)\b", r["navigation_text"])]
     assert len(with_memory_text) >= 0.15 * len(records)
+
+
+def test_memory_split_has_each_kind_equally_with_true_gaps(city: Release) -> None:
+    """50 episodes per kind; a return or loop route stands on one panoid twice, memory_gap moves apart
+    (passing the anchor, being back at it; a loop that stops there ends one link short of it); a count stop names the second or third of a category."""
+    records = city.splits["memory"]
+    kinds = [r["memory"] or "plain" for r in records]
+    assert {k: kinds.count(k) for k in set(kinds)} == {"plain": 50, "count": 50, "return": 50, "loop": 50}
+    for r in records:
+        route, gap = r["route_panoids"], r["memory_gap"]
+        if r["memory"] is None:
+            assert gap is None and len(set(route)) == len(route)
+        elif r["memory"] in ("return", "loop"):
+            # back at the anchor's panoid, or (a loop that stops on coming back) one link before it at the goal
+            back = [i for i in range(len(route) - gap) if route[i] == route[i + gap]
+                    or (i + gap == len(route) - 1 and (route[-1], route[i]) in city.heading)]
+            assert back, r["navigation_text"]
+            assert re.search(r"\bback\b", r["navigation_text"]), r["navigation_text"]
+        else:
+            assert 1 <= gap < len(route)
+            assert re.search(r"stop at the (second|third) [a-z ]+ on your (left|right)", r["navigation_text"], re.I)
+    loops = sorted(r["memory_gap"] for r in records if r["memory"] == "loop")
+    assert loops[len(loops) // 2] >= 20, "loops come back after a block or more"

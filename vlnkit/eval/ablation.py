@@ -19,7 +19,10 @@ Outputs under ``ablation.out``: ``runs/<row>/seed<k>/`` (every run's results fol
 answered each question and whether it was right), ``ablation.md`` and ``ablation.csv`` (per row and
 metric: the mean over seeds and the half-width of its confidence interval, Student's t with ``n - 1``
 degrees of freedom; and the paired difference of the first metric to the same agent without memory) and
-``ablation.png``.
+``ablation.png``. On episodes that say what they need remembered (``memory_kind`` in the run's
+``episodes.jsonl``: the synthetic city's ``split=memory``), ``ablation_by_kind.md`` and ``.csv`` break the
+first metric down by kind (plain, count, return, loop), each with its paired difference to no memory on
+that kind's episodes, so that switching one part off shows which kind of episode it costs.
 Agents whose checkpoints are missing (``agent=policy``) are trained first when ``ablation.policy.train``
 is set, one checkpoint per seed.
 """
@@ -40,6 +43,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from scipy import stats
 from tqdm.auto import tqdm
 
+from vlnkit.envs.synth.episodes import MEMORY_KINDS
 from vlnkit.eval.report import privileged_cell
 
 METRICS: dict[str, tuple[str, float]] = {
@@ -243,6 +247,100 @@ def summarize(results: Sequence[Mapping[str, Any]], rows: Sequence[Row], metrics
     return table
 
 
+def summarize_by_kind(results: Sequence[Mapping[str, Any]], rows: Sequence[Row], metric: str,
+                      confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Per row and episode kind (the runs' ``memory_kinds``, ``{episode_id: kind}``): the mean over seeds of
+    each seed's mean ``metric`` on that kind's episodes with its CI half-width, and the paired bootstrap
+    difference to the agent's ``memory=none`` row on the same episodes (as :func:`summarize`'s ``delta_*``).
+    Empty when no run carries kinds."""
+    kinds = sorted({k for r in results for k in (r.get("memory_kinds") or {}).values()}, key=_kind_order)
+    baselines = {row.value("agent"): row for row in rows
+                 if row.group == "grid" and row.value("memory") == "none" and len(row.overrides) == 2}
+    scale = METRICS.get(metric, (metric, 1.0))[1]
+    table = []
+    for row in rows:
+        runs = _runs(results, row)
+        base_runs = _runs(results, baselines[row.value("agent")]) if row.value("agent") in baselines else []
+        for kind in kinds:
+            mine = [_only_kind(r, kind, metric) for r in runs]
+            per_seed = [list(r["per_episode"][metric].values()) for r in mine]
+            mean, ci = mean_ci([float(np.mean(v)) * scale for v in per_seed if v], confidence)
+            low, high = clipped_bounds(mean, ci, metric_range(metric))
+            entry: dict[str, Any] = {
+                "group": row.group, "agent": row.value("agent"), "memory": row.value("memory"),
+                "setting": " ".join(o for o in row.overrides if o.lstrip("+").split("=")[0] not in ("agent", "memory")),
+                "kind": kind, "seeds": len(runs), "episodes": sum(len(v) for v in per_seed),
+                f"{metric}_mean": mean, f"{metric}_ci": ci, f"{metric}_lo": low, f"{metric}_hi": high,
+                "delta_mean": math.nan, "delta_lo": math.nan, "delta_hi": math.nan, "delta_excludes_zero": False,
+            }
+            if base_runs and baselines[row.value("agent")] != row:
+                differences = _paired_differences(mine, [_only_kind(r, kind, metric) for r in base_runs], metric, scale)
+                if differences is not None:
+                    d_mean, d_low, d_high = paired_bootstrap(differences, confidence)
+                    entry.update(delta_mean=d_mean, delta_lo=d_low, delta_hi=d_high,
+                                 delta_excludes_zero=bool(d_low > 0 or d_high < 0))
+            table.append(entry)
+    return table
+
+
+def _kind_order(kind: str) -> tuple[int, str]:
+    return (MEMORY_KINDS.index(kind) if kind in MEMORY_KINDS else len(MEMORY_KINDS), kind)
+
+
+def _only_kind(run: Mapping[str, Any], kind: str, metric: str) -> dict[str, Any]:
+    """``run`` with its per-episode values of ``metric`` restricted to the episodes of ``kind``."""
+    kinds = run.get("memory_kinds") or {}
+    values = run.get("per_episode", {}).get(metric) or {}
+    return {**run, "per_episode": {metric: {e: v for e, v in values.items() if kinds.get(e) == kind}}}
+
+
+def write_kind_table(table: Sequence[Mapping[str, Any]], metric: str, out: Path, title: str = "",
+                     confidence: float = 0.95) -> tuple[Path, Path]:
+    """``ablation_by_kind.md`` (one line per row, one column per kind: mean ± CI as in ``ablation.md``, the
+    episode count, and the paired difference to no memory) and ``ablation_by_kind.csv`` (one line per row
+    and kind)."""
+    label = METRICS.get(metric, (metric, 1.0))[0]
+    kinds = list(dict.fromkeys(e["kind"] for e in table))
+    lines = [title, ""] if title else []
+    lines += [
+        f"{label} per episode kind: mean ± half-width of the {confidence:.0%} interval over seeds, then in brackets "
+        f"the paired difference to the same agent without memory on that kind's episodes ({confidence:.0%} "
+        "two-stage bootstrap; * where it excludes 0).",
+        "",
+        "| group | agent | memory | setting | " + " | ".join(f"{k} (n)" for k in kinds) + " |",
+        "|---|---|---|---|" + "---|" * len(kinds),
+    ]
+    keyed: dict[tuple[str, ...], dict[str, Mapping[str, Any]]] = {}
+    for entry in table:
+        key = (entry["group"], entry["agent"] or "-", entry["memory"] or "-", entry["setting"] or "-")
+        keyed.setdefault(key, {})[entry["kind"]] = entry
+    for key, by_kind in keyed.items():
+        cells = []
+        for kind in kinds:
+            e = by_kind.get(kind)
+            if e is None or math.isnan(e[f"{metric}_mean"]):
+                cells.append("-")
+                continue
+            text = f"{_cell(e, metric)} ({e['episodes']})"
+            if not math.isnan(e["delta_mean"]):
+                text += (f" [{e['delta_mean']:+.1f}: {e['delta_lo']:+.1f}, {e['delta_hi']:+.1f}]"
+                         + (" *" if e["delta_excludes_zero"] else ""))
+            cells.append(text)
+        lines.append("| " + " | ".join(key) + " | " + " | ".join(cells) + " |")
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / "ablation_by_kind.md"
+    md.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    csv_path = out / "ablation_by_kind.csv"
+    fields = ["group", "agent", "memory", "setting", "kind", "seeds", "episodes",
+              *(f"{metric}_{part}" for part in ("mean", "ci", "lo", "hi")), "delta_mean", "delta_lo", "delta_hi", "delta_excludes_zero"]
+    with csv_path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for entry in table:
+            writer.writerow(entry)
+    return md, csv_path
+
+
 def _delta(runs: Sequence[Mapping[str, Any]], results: Sequence[Mapping[str, Any]], baseline: Row | None,
            row: Row, metric: str | None, confidence: float) -> dict[str, Any]:
     """The ``delta_*`` fields of :func:`summarize` for one row."""
@@ -409,6 +507,13 @@ def _per_episode(run_dir: Path, metrics: Sequence[str]) -> dict[str, dict[str, f
     return {m: {str(r["episode_id"]): float(r["metrics"][m]) for r in records if m in r["metrics"]} for m in metrics}
 
 
+def _memory_kinds(run_dir: Path) -> dict[str, str]:
+    """Each episode's ``memory_kind`` in a finished run folder (empty where the episodes carry none)."""
+    records = [json.loads(line) for line in (run_dir / "episodes.jsonl").read_text(encoding="utf-8").splitlines()
+               if line.strip()]
+    return {str(r["episode_id"]): str(r["memory_kind"]) for r in records if r.get("memory_kind")}
+
+
 def _read_results(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
@@ -500,6 +605,7 @@ def run_ablation(cfg: DictConfig, overrides: Sequence[str] = ()) -> Path:
             record = {"group": row.group, "overrides": list(row.overrides), "seed": seed, "out": str(run_cfg.out),
                       "metrics": {k: metrics_out.get(k) for k in metrics},
                       "per_episode": _per_episode(Path(str(run_cfg.out)), metrics),
+                      "memory_kinds": _memory_kinds(Path(str(run_cfg.out))),
                       "privileged": metrics_out.get("privileged", []),
                       "agent_stats": metrics_out.get("agent_stats", {}),
                       "num_episodes": metrics_out.get("num_episodes")}
@@ -512,6 +618,9 @@ def run_ablation(cfg: DictConfig, overrides: Sequence[str] = ()) -> Path:
     keys = ", ".join(ablation.seed_keys)
     title = f"Mem4Nav ablation on {cfg.task.name}/{cfg.split}, seeds {seeds} (seed keys: {keys})"
     write_table(table, metrics, out, title, confidence)
+    by_kind = summarize_by_kind(results, rows, metrics[0], confidence)
+    if by_kind:
+        write_kind_table(by_kind, metrics[0], out, title, confidence)
     plot_ablation(table, out / "ablation.png", metrics[0])
     OmegaConf.save(cfg, out / "ablate.yaml")
     return out

@@ -338,6 +338,9 @@ def _evaluate_locked(cfg: DictConfig, task: EvalTask, env: gymnasium.Env, data_d
     records = [finished[ep.episode_id] for ep in todo]
     per_episode = {k: np.array([r["metrics"][k] for r in records], dtype=np.float64) for k in task.metric_keys}
     metrics: dict[str, Any] = aggregate(per_episode) if records else {"num_episodes": 0}
+    by_kind = _by_memory_kind(task, records)
+    if by_kind:
+        metrics["by_memory_kind"] = by_kind
     failed = [r["episode_id"] for r in records if r.get("failed")]
     metrics.update({
         "num_failed": len(failed),
@@ -388,6 +391,17 @@ def _run_remaining(cfg: DictConfig, task: EvalTask, env: gymnasium.Env, data_dir
                 bar.update()
     finally:
         backend.close()
+
+
+def _by_memory_kind(task: EvalTask, records: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """The metrics over each ``memory_kind``'s episodes, for records that carry one (the synthetic city's
+    memory split: what an episode needs remembered); empty when none does."""
+    kinds = sorted({r["memory_kind"] for r in records if r.get("memory_kind")})
+    out = {}
+    for kind in kinds:
+        mine = [r for r in records if r.get("memory_kind") == kind]
+        out[kind] = aggregate({k: np.array([r["metrics"][k] for r in mine], dtype=np.float64) for k in task.metric_keys})
+    return out
 
 
 def _total_stats(records: Sequence[dict[str, Any]]) -> dict[str, float]:

@@ -114,12 +114,18 @@ class StreetTask:
         return info["panoid"]
 
     def finish(self, env: StreetEnv, episode: StreetEpisode, trace: list[str], actions: list[int]) -> dict[str, Any]:
-        """The visited route (consecutive duplicates removed), the actions and the street metrics."""
+        """The visited route (consecutive duplicates removed), the actions and the street metrics; for records
+        that say what the episode needs remembered (the synthetic city's ``memory`` field), ``memory_kind``
+        (``plain``, ``count``, ``return`` or ``loop``) and ``memory_gap``, which the results break down by."""
         route = [p for i, p in enumerate(trace) if i == 0 or p != trace[i - 1]]
         index = env.graph.index
         per = street_metrics(env.graph, [[index[p] for p in route]], [[index[p] for p in episode.route]], [len(actions)])
+        out: dict[str, Any] = {"kind": episode.kind}
+        if "memory" in episode.record:
+            out["memory_kind"] = episode.record["memory"] or "plain"
+            out["memory_gap"] = episode.record.get("memory_gap")
         return {
-            "kind": episode.kind,
+            **out,
             "route_panoids": route,
             "actions": actions,
             "metrics": {k: float(per[k][0]) for k in self.metric_keys},

@@ -8,6 +8,8 @@
     <out>/graph/scene.jsonl      per node, the landmarks visible from it (see vlnkit.envs.synth.scene)
     <out>/data/{train,dev,test}.json   JSON lines, Touchdown and Map2Seq records mixed
                                         (see vlnkit.envs.synth.episodes)
+    <out>/data/memory.json       the memory split: as many plain, count, return and loop episodes each,
+                                 in the unseen eastern half (dev and test areas)
 
 Everything is drawn from one ``numpy.random.default_rng(seed)`` in a fixed order, so the same seed and
 size give the same bytes. The parts live in :mod:`~vlnkit.envs.synth.network` (streets),
@@ -26,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from vlnkit.envs.datasets import StreetEpisode, write_episodes, write_graph
-from vlnkit.envs.synth.episodes import SPLITS, EpisodeMaker, split_regions
+from vlnkit.envs.synth.episodes import MEMORY_SPLIT, SPLITS, EpisodeMaker, split_regions
 from vlnkit.envs.synth.network import LAYOUTS, StreetNetwork, build_network
 from vlnkit.envs.synth.routes import RouteSampler
 from vlnkit.envs.synth.scene import Scene, build_scene, landmarks_json, scene_jsonl
@@ -36,6 +38,8 @@ SPLIT_SIZES: dict[str, dict[str, int]] = {
     "medium": {"train": 1500, "dev": 400, "test": 400},
     "large": {"train": 6000, "dev": 1200, "test": 1200},
 }
+MEMORY_SPLIT_PER_KIND: dict[str, int] = {"small": 50, "medium": 150, "large": 400}
+"""Episodes of each memory kind in the ``memory`` split (three small cities give 150 per kind)."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ def build_city(seed: int, size: str = "small") -> SynthCity:
     maker = EpisodeMaker(network, sampler, rng)
     regions = split_regions(network)
     episodes = {split: maker.split(regions[split], SPLIT_SIZES[size][split]) for split in SPLITS}
+    episodes[MEMORY_SPLIT] = maker.memory_split(regions["dev"] | regions["test"], MEMORY_SPLIT_PER_KIND[size])
     return SynthCity(seed, size, network, scene, episodes)
 
 

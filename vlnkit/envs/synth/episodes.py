@@ -13,14 +13,20 @@ VELMA's merged files:
 * Map2Seq: ``id``, ``instructions_id``, ``route_panoids``, ``navigation_text`` and ``start_heading`` (the
   integer heading of the route's first link).
 
-Both carry three extra fields: ``landmarks`` (the landmark phrases of the navigation text, in order of
-first mention), ``landmark_ids`` (the ``graph/landmarks.json`` id of each) and ``memory`` (``return``,
-``loop``, ``count`` or ``null``; see :mod:`vlnkit.envs.synth.routes`).
+Both carry four extra fields: ``landmarks`` (the landmark phrases of the navigation text, in order of
+first mention), ``landmark_ids`` (the ``graph/landmarks.json`` id of each), ``memory`` (``return``,
+``loop``, ``count`` or ``null``; see :mod:`vlnkit.envs.synth.routes`) and ``memory_gap`` (the moves between
+seeing what must be remembered and needing it; ``null`` without a memory pattern).
+
+Besides the mixed splits there is a ``memory`` split for memory ablations (:meth:`EpisodeMaker.memory_split`):
+the same number of episodes of each kind in :data:`MEMORY_KINDS` (``plain``: no memory needed), sampled
+in the unseen eastern half after the other splits, so that adding it left their bytes unchanged.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import numpy as np
 
@@ -30,6 +36,11 @@ from vlnkit.envs.synth.network import StreetNetwork
 from vlnkit.envs.synth.routes import MAX_ROUTE_NODES, MIN_ROUTE_NODES, Route, RouteSampler
 
 SPLITS = ("train", "dev", "test")
+MEMORY_SPLIT = "memory"
+MEMORY_KINDS = ("plain", "count", "return", "loop")
+"""Episode kinds of the memory split: what following the text needs to remember (``plain``: nothing)."""
+MEMORY_SPLIT_ATTEMPTS = 200
+"""Failed episodes in a row after which :meth:`EpisodeMaker.memory_split` gives up on a kind."""
 PATTERNS = ("plain", "return", "loop")
 PATTERN_SHARES = (0.6, 0.22, 0.18)
 MAP2SEQ_PLAIN_NODES = (35, 45)
@@ -69,7 +80,33 @@ class EpisodeMaker:
             episodes.append(made)
         return episodes
 
-    def _episode(self, region: np.ndarray, style: str, pattern: str) -> StreetEpisode | None:
+    def memory_split(self, region: np.ndarray, per_kind: int) -> list[StreetEpisode]:
+        """``per_kind`` episodes of each of :data:`MEMORY_KINDS` with routes inside ``region``, kinds
+        interleaved, styles at random. ``count`` episodes are plain routes whose stop counts a category
+        ("the second cafe"), ``plain`` ones plain routes whose text needs no memory."""
+        wanted: dict[str, Callable[[Instruction], bool]] = {
+            "plain": lambda i: i.memory is None,
+            "count": lambda i: i.memory == "count",
+            "return": lambda i: i.memory == "return",
+            "loop": lambda i: i.memory == "loop",
+        }
+        episodes: list[StreetEpisode] = []
+        for made in range(per_kind):
+            for kind in MEMORY_KINDS:
+                pattern = kind if kind in PATTERNS else "plain"
+                for _ in range(MEMORY_SPLIT_ATTEMPTS):
+                    style = "touchdown" if self.rng.random() < 0.5 else "map2seq"
+                    made = self._episode(region, style, pattern, wanted[kind])
+                    if made is not None:
+                        episodes.append(made)
+                        break
+                else:
+                    raise RuntimeError(f"synthetic city: the memory split ran out of {kind} routes after {made} of "
+                                       f"{per_kind}; the city is too small for this many")
+        return episodes
+
+    def _episode(self, region: np.ndarray, style: str, pattern: str,
+                 accept: Callable[[Instruction], bool] | None = None) -> StreetEpisode | None:
         if pattern == "plain" and style == "map2seq":
             length = MAP2SEQ_PLAIN_NODES
         else:
@@ -79,7 +116,7 @@ class EpisodeMaker:
             if route is None or route.nodes in self.seen_routes:
                 continue
             instruction = describe_route(route, self.sampler, self.rng, style)
-            if instruction is None:
+            if instruction is None or (accept is not None and not accept(instruction)):
                 continue
             self.seen_routes.add(route.nodes)
             ident = self.next_id
@@ -94,6 +131,7 @@ class EpisodeMaker:
             "landmarks": list(instruction.landmarks),
             "landmark_ids": list(instruction.landmark_ids),
             "memory": instruction.memory,
+            "memory_gap": instruction.memory_gap,
         }
 
     def _map2seq(self, ident: int, route: Route, instruction: Instruction) -> StreetEpisode:

@@ -44,12 +44,17 @@ class Instruction:
         landmark_ids: the landmark id each phrase refers to.
         memory: ``return``, ``loop`` or ``count`` when following the text needs memory of something
             passed earlier, else ``None``.
+        memory_gap: for a memory pattern, the moves between first seeing what must be remembered and
+            needing it (``return`` and ``loop``: from passing the anchor to being back at it; ``count``: from
+            the first landmark counted to the goal), else ``None``. A memory whose capacity covers fewer
+            moves than this has to keep it in a long-term store.
     """
 
     text: str
     landmarks: tuple[str, ...]
     landmark_ids: tuple[str, ...]
     memory: str | None
+    memory_gap: int | None = None
 
 
 def _side(rel: float) -> str | None:
@@ -113,6 +118,7 @@ class _Describer:
         self.salience = sampler.salience
         self.mentions: list[tuple[str, int]] = []
         self.memory: str | None = route.pattern if route.pattern != "plain" else None
+        self.memory_gap: int | None = route.back_at - route.first_pass if route.pattern != "plain" else None
 
     # -- what is where ---------------------------------------------------------------------------
 
@@ -360,6 +366,7 @@ class _Describer:
             if 2 <= rank <= 3 and rank == len(same):
                 self.mention(lm, sc.category[lm])
                 self.memory = "count"
+                self.memory_gap = self.n - 1 - same[0][0]
                 return f"stop at the {_ordinal(rank)} {sc.category[lm]} on your {side}"
         return None
 
@@ -467,6 +474,7 @@ class _Describer:
             landmarks=tuple(p for p, _ in self.mentions),
             landmark_ids=tuple(self.scene.ids[lm] for _, lm in self.mentions),
             memory=self.memory,
+            memory_gap=self.memory_gap,
         )
 
 
