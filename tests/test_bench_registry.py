@@ -51,6 +51,13 @@ def test_memory_at_tiny_sizes():
     assert "bruteforce" in result["baseline"]
 
 
+def test_agent_memory_on_two_episodes():
+    result = run_benchmark("agent_memory", episodes=2, variants="full", repeats=1)
+    _figures(result, ["ms_per_episode_none", "ms_per_episode_full", "ms_per_step_full", "ms_per_episode_full_vs_none"])
+    assert result["episodes"] == 2 and 0.0 <= result["task_completion_full"] <= 100.0
+    assert "memory=none" in result["baseline"]
+
+
 def test_runner_with_two_episodes():
     result = run_benchmark("runner", num_episodes=2, work_ms=1.0)
     _figures(result, ["episodes_per_s_inprocess", "episodes_per_s_ray_1", "episodes_per_s_ray_2",

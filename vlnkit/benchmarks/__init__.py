@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "continuous": ("vlnkit.benchmarks.continuous", "RGB-D steps/s, panoramas/s vs bare renders; scene build, geodesic"),
     "geodesics": ("vlnkit.benchmarks.geodesics", "geodesic error vs an exact shapely solver; query ms; the grid metric's error"),
     "memory": ("vlnkit.benchmarks.memory", "Mem4Nav step latency vs brute-force top-3; octree vs open3d"),
+    "agent_memory": ("vlnkit.benchmarks.agent_memory", "modular agent episode ms per memory variant vs memory=none"),
     "ltm_recall": ("vlnkit.benchmarks.ltm_recall", "LTM recall@m at revisits on the modular agent's views, trained vs untrained"),
     "runner": ("vlnkit.benchmarks.runner", "episodes/s on Ray with 1 and 2 workers vs in-process"),
     "attention": ("vlnkit.benchmarks.attention", "CUDA: lightning, fla and sparse attention times vs SDPA"),
