@@ -116,3 +116,24 @@ def test_serve_llm_serves_until_stopped() -> None:
         thread.join(30)
     assert not thread.is_alive()
     assert not accepts_connections(host, int(port))
+
+
+def test_ranked_actions_are_disjoint_continuations(server: LocalLLMServer) -> None:
+    """The five action words continue the JSON opening in disjoint ways (none is a prefix of another), so
+    their likelihoods under the real model are probabilities that sum to at most 1."""
+    from vlnkit.agents.llm.agent import ANSWER_PREFIX
+
+    llm = OpenAIClient(server.base_url, server.alias, timeout=60.0)
+    messages = [{"role": "system", "content": 'Answer with JSON such as {"action": "forward"}.'},
+                {"role": "user", "content": "The cafe is on your left. Which action?"}]
+    scores = llm.rank(messages, ["forward", "left", "right", "turn_around", "stop"], prefix=ANSWER_PREFIX)
+    assert all(np.isfinite(s) and s <= 0.0 for s in scores)
+    assert 0.05 < float(np.exp(scores).sum()) <= 1.0 + 1e-6
+    agent = create("llm", {"base_url": server.base_url, "model": server.alias, "categories": ["bank", "cafe"],
+                           "timeout": 60.0, "decoding": "constrained"}, num_actions=5)
+    obs = {"instruction": "Turn left at the cafe.", "heading": np.array([0.0], dtype=np.float32),
+           "position": np.zeros(2, dtype=np.float32), "links": np.array([0.0, 270.0], dtype=np.float32),
+           "panorama": np.zeros((8, 2), dtype=np.float32)}
+    agent.reset(obs, {}, seed=0)
+    assert StreetAction(agent.act(obs)) in available_actions(5)
+    assert agent.episode_stats()["llm_fallbacks"] == 0

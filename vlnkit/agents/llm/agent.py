@@ -12,6 +12,12 @@ At every step the agent
    constrained by the action schema;
 4. returns the action, read from the answer as described below.
 
+With ``decoding=constrained`` step 3 asks for no text: the LLM ranks the available actions by the
+log-likelihood of each action word as the start of its JSON answer (``{"action": "<word>``), through the
+server's completion log-probabilities (:meth:`~vlnkit.agents.llm.client.OpenAIClient.rank`), and the most
+likely action is taken (ties: the order the prompt lists actions in). No answer can be invalid, so the
+reading below applies to ``decoding=free`` only; an unreachable server still falls back.
+
 Reading the answer: a JSON object naming an available action is taken as it is. An answer that is not
 (no JSON, JSON without an ``action`` string, an action that is not available), after the client's
 ``invalid_retries`` retries, is read as free text: when it names exactly one available action as a
@@ -49,6 +55,7 @@ from omegaconf import DictConfig, OmegaConf
 from vlnkit.agents.base import register
 from vlnkit.agents.llm.client import LLMClient, LLMError, LLMInvalidOutput, OpenAIClient
 from vlnkit.agents.llm.prompt import (
+    ACTION_WORDS,
     InvalidAction,
     MemoryCue,
     action_in_text,
@@ -58,6 +65,7 @@ from vlnkit.agents.llm.prompt import (
     describe_streets,
     egocentric,
     format_memory,
+    in_reading_order,
     parse_action,
     system_prompt,
     user_prompt,
@@ -72,6 +80,9 @@ from vlnkit.memory import Mem4NavMemory, Retrieval
 
 log = logging.getLogger(__name__)
 
+DECODINGS = ("free", "constrained")
+ANSWER_PREFIX = '{"action": "'
+"""How a JSON answer opens; with ``decoding=constrained`` the action word that follows it is scored."""
 SAME_PLACE_M = 2.0
 """Memory cues this close together (metres) that name the same objects count as one place."""
 
@@ -120,6 +131,8 @@ class LLMAgent:
         cue_objects: categories named per memory cue.
         fallback_action: the action taken when the LLM's answer names no action.
         server: a local server the agent started and keeps alive (``start_server``), if any.
+        decoding: ``free`` (a JSON answer, read as the module doc says) or ``constrained`` (the actions
+            ranked by log-likelihood; the client must have ``rank``).
 
     ``history`` holds the episode's actions, ``last_messages`` the latest prompt and ``codec`` the
     :class:`FlatViewCodec` its memory is written with.
@@ -141,7 +154,14 @@ class LLMAgent:
         cue_objects: int = 2,
         fallback_action: StreetAction = StreetAction.STOP,
         server: LocalLLMServer | None = None,
+        decoding: str = "free",
     ) -> None:
+        if decoding not in DECODINGS:
+            raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
+        if decoding == "constrained" and not callable(getattr(client, "rank", None)):
+            raise ValueError(f"decoding=constrained needs a client that ranks answers; {type(client).__name__} "
+                             "has no rank()")
+        self.decoding = decoding
         self.client = client
         self.actions = available_actions(num_actions)
         if fallback_action not in self.actions:
@@ -188,9 +208,12 @@ class LLMAgent:
 
         started = time.perf_counter()
         try:
-            answer = self.client.complete(messages, self.schema, validate=validate)
-            answers.append(answer)
-            action = self.parse(answer)
+            if self.decoding == "constrained":
+                action = self._ranked(messages)
+            else:
+                answer = self.client.complete(messages, self.schema, validate=validate)
+                answers.append(answer)
+                action = self.parse(answer)
         except (InvalidAction, LLMInvalidOutput) as err:
             action = self._read_free_text(answers[-1] if answers else None, err)
         except LLMError as err:
@@ -199,6 +222,12 @@ class LLMAgent:
             self._seconds += time.perf_counter() - started
         self.history.append(action)
         return int(action)
+
+    def _ranked(self, messages: list[dict[str, str]]) -> StreetAction:
+        """The available action whose word the LLM finds most likely as its answer (``decoding=constrained``)."""
+        listed = in_reading_order(self.actions)
+        scores = self.client.rank(messages, [ACTION_WORDS[a] for a in listed], prefix=ANSWER_PREFIX)  # type: ignore[attr-defined]
+        return listed[int(np.argmax(scores))]
 
     def _read_free_text(self, answer: str | None, err: Exception) -> StreetAction:
         """The action named in an answer that is not a valid JSON action, else the fallback action."""
@@ -353,6 +382,8 @@ def _llm(cfg: DictConfig, num_actions: int) -> LLMAgent:
         structured=str(cfg.structured),
         cache_size=int(cfg.cache_size),
         cache_dir=cfg.cache_dir,
+        prompt_format=str(cfg.prompt_format),
+        top_logprobs=int(cfg.top_logprobs),
     )
     categories = resolve_categories(cfg)
     memory = None
@@ -371,4 +402,5 @@ def _llm(cfg: DictConfig, num_actions: int) -> LLMAgent:
         cue_objects=int(cfg.cue_objects),
         fallback_action=StreetAction[str(cfg.fallback_action).upper()],
         server=server,
+        decoding=str(cfg.decoding),
     )

@@ -12,7 +12,15 @@ needs:
   same answer);
 - a cache of identical requests (the full request body: model, messages, schema, sampling settings), in
   memory and optionally on disk, holding only answers that passed validation, so a repeated prompt makes
-  no request.
+  no request;
+- ranking instead of answering (:meth:`OpenAIClient.rank`): the log-likelihood of each of a few given
+  answers, read from the ``/v1/completions`` endpoint's top ``logprobs`` of the next token, one token at a
+  time (the only likelihoods an OpenAI-compatible server gives without ``echo``, which llama.cpp lacks).
+  The chat messages become one prompt through the server's own chat template (llama.cpp's
+  ``/apply-template``) or, with ``prompt_format="plain"``, as ``role: content`` lines. An answer's next
+  token is the longest top-``logprobs`` token that continues it (the tokenizer's own split for plain words);
+  a token outside the top ``logprobs`` ends the answer's score at the lowest listed log-probability (an
+  upper bound on it), counted in :attr:`ClientStats.below_top`.
 
 Failures end in :class:`LLMUnavailable` or :class:`LLMInvalidOutput` (both :class:`LLMError`); callers
 decide what to do instead (the LLM agent falls back to a safe action).
@@ -22,8 +30,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
+import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -32,6 +42,7 @@ from typing import Any, Protocol, runtime_checkable
 
 Message = Mapping[str, str]
 STRUCTURED_MODES = ("json_schema", "json_object", "none")
+PROMPT_FORMATS = ("server", "plain")
 
 
 class LLMError(RuntimeError):
@@ -53,7 +64,8 @@ class ClientStats:
     ``requests``: HTTP requests sent (retries included); ``cache_hits``: answers served from the cache;
     ``retries``: requests repeated after a transport failure; ``invalid``: answers that failed
     validation; ``failures``: :meth:`LLMClient.complete` calls that raised; ``seconds``: wall time spent
-    waiting for the server (backoff sleeps included).
+    waiting for the server (backoff sleeps included); ``below_top``: ranked answers whose score was cut at
+    a token outside the server's top log-probabilities (:meth:`OpenAIClient.rank`).
     """
 
     requests: int = 0
@@ -62,6 +74,7 @@ class ClientStats:
     invalid: int = 0
     failures: int = 0
     seconds: float = 0.0
+    below_top: int = 0
 
     def snapshot(self) -> ClientStats:
         """A copy of the current counts."""
@@ -160,6 +173,9 @@ class OpenAIClient:
         structured: how the schema is sent: ``json_schema`` (OpenAI structured outputs), ``json_object``
             (JSON mode without the schema) or ``none`` (prompt and client-side validation only).
         cache_size, cache_dir: the prompt cache (``cache_size=0`` and no folder switch it off).
+        prompt_format: how :meth:`rank` turns messages into a prompt: ``server`` (the server's chat
+            template, llama.cpp's ``/apply-template``) or ``plain`` (``role: content`` lines).
+        top_logprobs: how many next-token log-probabilities :meth:`rank` asks for.
         sleep: the function that waits between retries (tests pass a recorder).
     """
 
@@ -181,12 +197,19 @@ class OpenAIClient:
         structured: str = "json_schema",
         cache_size: int = 4096,
         cache_dir: str | Path | None = None,
+        prompt_format: str = "server",
+        top_logprobs: int = 100,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         import openai
 
         if structured not in STRUCTURED_MODES:
             raise ValueError(f"structured must be one of {', '.join(STRUCTURED_MODES)}, got {structured!r}")
+        if prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"prompt_format must be one of {', '.join(PROMPT_FORMATS)}, got {prompt_format!r}")
+        self.prompt_format, self.top_logprobs = prompt_format, int(top_logprobs)
+        self.timeout = float(timeout)
+        self._templates: OrderedDict[str, str] = OrderedDict()
         self.base_url, self.model = base_url, model
         self.max_retries, self.invalid_retries = int(max_retries), int(invalid_retries)
         self.backoff, self.backoff_factor, self.backoff_max = float(backoff), float(backoff_factor), float(backoff_max)
@@ -258,6 +281,13 @@ class OpenAIClient:
 
     def _send(self, body: dict[str, Any]) -> str:
         """One answer from the server, retrying transport failures with backoff (``""`` for no content)."""
+        response = self._retrying(lambda: self._client.chat.completions.create(**body))
+        choices = response.choices or []
+        return (choices[0].message.content or "") if choices else ""
+
+    def _retrying(self, call: Callable[[], Any]) -> Any:
+        """``call()`` (one request), repeated after transport failures with backoff; the time spent and the
+        requests go into :attr:`stats`."""
         oa = self._openai
         retryable = (oa.APIConnectionError, oa.RateLimitError, oa.InternalServerError)
         started = time.perf_counter()
@@ -266,7 +296,7 @@ class OpenAIClient:
             while True:
                 self.stats.requests += 1
                 try:
-                    response = self._client.chat.completions.create(**body)
+                    return call()
                 except retryable as err:
                     if attempt == self.max_retries:
                         self.stats.failures += 1
@@ -274,11 +304,85 @@ class OpenAIClient:
                     self.stats.retries += 1
                     self.sleep(self.backoff_delay(attempt))
                     attempt += 1
-                    continue
                 except oa.APIError as err:
                     self.stats.failures += 1
                     raise LLMUnavailable(f"{self.base_url}: {type(err).__name__}: {err}") from err
-                choices = response.choices or []
-                return (choices[0].message.content or "") if choices else ""
         finally:
             self.stats.seconds += time.perf_counter() - started
+
+    def rank(self, messages: Sequence[Message], answers: Sequence[str], prefix: str = "") -> list[float]:
+        """The log-likelihood of each of ``answers`` as the assistant's reply to ``messages`` after ``prefix``
+        (the reply's fixed opening, e.g. ``{"action": "``), summed over its tokens (see the module doc)."""
+        prompt = self.chat_prompt(messages) + prefix
+        scores = []
+        for answer in answers:
+            total, done = 0.0, ""
+            while len(done) < len(answer):
+                top = self.next_token_logprobs(prompt + done)
+                rest = answer[len(done):]
+                fits = [token for token in top if token and rest.startswith(token)]
+                if not fits:
+                    total += min(top.values()) if top else -math.inf
+                    self.stats.below_top += 1
+                    break
+                token = max(fits, key=len)
+                total += top[token]
+                done += token
+            scores.append(total)
+        return scores
+
+    def next_token_logprobs(self, prompt: str) -> dict[str, float]:
+        """The server's top :attr:`top_logprobs` next tokens of the raw text ``prompt`` with their
+        log-probabilities (cached like answers)."""
+        body = {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0,
+                "logprobs": self.top_logprobs}
+        key = PromptCache.key({"completions": body})
+        cached = self.cache.get(key)
+        if cached is not None:
+            self.stats.cache_hits += 1
+            return json.loads(cached)
+        response = self._retrying(lambda: self._client.completions.create(**body))
+        top = _top_logprobs(response)
+        self.cache.put(key, json.dumps(top), body)
+        return top
+
+    def chat_prompt(self, messages: Sequence[Message]) -> str:
+        """``messages`` as one prompt that ends where the assistant's reply begins (see ``prompt_format``)."""
+        if self.prompt_format == "plain":
+            return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+        key = json.dumps([dict(m) for m in messages], sort_keys=True)
+        if key not in self._templates:
+            root = self.base_url.rstrip("/").removesuffix("/v1")
+            data = json.dumps({"messages": [dict(m) for m in messages]}).encode("utf-8")
+            request = urllib.request.Request(f"{root}/apply-template", data, {"Content-Type": "application/json"})
+            self.stats.requests += 1
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as reply:
+                    self._templates[key] = str(json.loads(reply.read())["prompt"])
+            except (OSError, ValueError, KeyError) as err:
+                self.stats.failures += 1
+                raise LLMUnavailable(f"{root}/apply-template: {type(err).__name__}: {err} (ranking needs the "
+                                     "server's chat template, as llama.cpp serves it; with another server set "
+                                     "prompt_format=plain)") from err
+            while len(self._templates) > 64:
+                self._templates.popitem(last=False)
+        return self._templates[key]
+
+
+def _top_logprobs(response: Any) -> dict[str, float]:
+    """Token -> log-probability of a completion's first generated token, from either form servers use: the
+    legacy completions ``top_logprobs`` (a list of dicts) or the chat-style ``content`` list llama.cpp sends."""
+    choice = response.choices[0]
+    logprobs = choice.logprobs
+    if logprobs is None:
+        raise LLMUnavailable("the completions endpoint returned no logprobs (ranking needs them)")
+    if getattr(logprobs, "top_logprobs", None):
+        return {str(t): float(v) for t, v in logprobs.top_logprobs[0].items()}
+    content = (getattr(logprobs, "model_extra", None) or {}).get("content") or []
+    if not content:
+        raise LLMUnavailable("the completions endpoint returned no top logprobs (ranking needs them)")
+    top: dict[str, float] = {}
+    for entry in content[0].get("top_logprobs") or []:
+        token, value = str(entry["token"]), float(entry["logprob"])
+        top[token] = max(value, top.get(token, -math.inf))
+    return top

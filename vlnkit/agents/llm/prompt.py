@@ -172,6 +172,11 @@ def system_prompt(actions: Sequence[StreetAction], memory: bool = True) -> str:
     return "\n".join(lines)
 
 
+def in_reading_order(actions: Sequence[StreetAction]) -> list[StreetAction]:
+    """``actions`` in the order prompts list them: forward, left, right, turn_around, stop."""
+    return sorted(actions, key=_reading_key)
+
+
 def _reading_key(action: StreetAction) -> int:
     """Forward, left, right, turn_around, stop: the order actions are listed in."""
     order = (StreetAction.FORWARD, StreetAction.LEFT, StreetAction.RIGHT, StreetAction.TURN_AROUND, StreetAction.STOP)
