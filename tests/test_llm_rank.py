@@ -17,6 +17,7 @@ from vlnkit.agents.llm.client import OpenAIClient
 from vlnkit.envs.street.actions import StreetAction
 
 TEMPLATE = "<chat>"
+CONTENT_FREE = "<chat about N/A>"
 OPEN = TEMPLATE + ANSWER_PREFIX
 NEXT: dict[str, dict[str, float]] = {
     OPEN: {"for": -1.0, "forward": -2.0, "left": -0.5, "ri": -3.0, "stop": -4.0, "turn": -1.5, "x": -0.1},
@@ -24,6 +25,10 @@ NEXT: dict[str, dict[str, float]] = {
     OPEN + "ri": {"ght": -0.1, "g": -0.05},
     OPEN + "turn": {"_": -0.3},
     OPEN + "turn_": {"x": -0.5, "y": -2.5},   # "around" is not among the top tokens
+    CONTENT_FREE + ANSWER_PREFIX: {"left": -0.1, "forward": -3.0, "ri": -3.0, "stop": -4.0, "turn": -1.0},
+    CONTENT_FREE + ANSWER_PREFIX + "ri": {"ght": -0.1},
+    CONTENT_FREE + ANSWER_PREFIX + "turn": {"_": -0.3},
+    CONTENT_FREE + ANSWER_PREFIX + "turn_": {"around": -0.1},
 }
 """Next-token log-probabilities after each prompt (the fake's whole language model)."""
 
@@ -41,7 +46,8 @@ class FakeLM:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.bodies.append((self.path, body))
                 if self.path == "/apply-template":
-                    payload: dict[str, Any] = {"prompt": TEMPLATE}
+                    blank = "N/A" in body["messages"][-1]["content"]
+                    payload: dict[str, Any] = {"prompt": CONTENT_FREE if blank else TEMPLATE}
                 else:
                     top = NEXT.get(body["prompt"], {"?": -9.0})
                     if style == "llama.cpp":
@@ -101,6 +107,17 @@ def test_the_constrained_agent_takes_the_most_likely_action(fake: FakeLM) -> Non
     agent.reset(observation, {}, seed=1)
     assert agent.act(observation) == StreetAction.LEFT and len(fake.bodies) == sent, "the same prompt is cached"
     assert agent.episode_stats()["llm_fallbacks"] == 0
+
+
+def test_content_free_calibration_removes_a_standing_preference(fake: FakeLM) -> None:
+    client = OpenAIClient(fake.base_url, "m", timeout=5.0)
+    agent = LLMAgent(client, num_actions=5, categories=[], decoding="constrained", calibration="content_free")
+    observation = {"instruction": "Go.", "heading": np.array([0.0], dtype=np.float32),
+                   "position": np.array([0.0, 0.0], dtype=np.float32), "links": np.array([0.0, 180.0], dtype=np.float32)}
+    agent.reset(observation, {}, seed=0)
+    # relative to the content-free prompt: forward -2.0 + 3.0 = +1.0, left -0.5 + 0.1 = -0.4, right -3.1 + 3.1 = 0,
+    # stop 0, turn_around -4.3 + 1.4 = -2.9: forward wins where the raw scores chose left
+    assert agent.act(observation) == StreetAction.FORWARD
 
 
 def test_plain_prompt_format_needs_no_template_endpoint(fake: FakeLM) -> None:

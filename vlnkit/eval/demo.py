@@ -4,8 +4,9 @@
    the synthetic city; continuous baselines (the bump-sensor walker and VLN-CE's random and hand-crafted
    baselines), the oracle and VLN-CM's zero-shot agent on the synthetic houses (no Mem4Nav agent drives the
    continuous task yet).
-2. A memory ablation: the modular agent without memory and with full Mem4Nav memory, over three seeds
-   (three cities), with confidence intervals and the paired difference.
+2. A memory ablation: the modular agent without memory and with full Mem4Nav memory on the first episodes
+   of the memory split (plain, count, return and loop routes in turn), over three seeds (three cities),
+   with confidence intervals and the paired difference, overall and per episode kind.
 3. A leaderboard of the rollouts (Markdown and CSV) and a self-contained HTML report of the memory agent's run.
 
 Every table has a ``privileged`` column: the oracles read the environment's privileged actions, and the
@@ -60,11 +61,12 @@ def run_demo(out: str | Path, say: Callable[[str], None] = print) -> dict[str, P
 
     seeds = ",".join(str(s) for s in ABLATION_SEEDS)
     say(f"\n2/3 memory ablation: modular agent, memory none vs full, seeds {seeds} (one city each), "
-        f"{STREET_EPISODES} dev episodes per run")
+        f"the first {STREET_EPISODES} episodes of the memory split per run")
     overrides = ['ablation.grid=["agent=modular memory=none,full"]', "ablation.sweeps={}", f"limit={STREET_EPISODES}",
                  f"ablation.seeds=[{seeds}]", f"ablation.out={out / 'ablation'}", "ablation.progress=false"]
     ablation = run_ablation(load_config("ablate", overrides), overrides)
     say((ablation / "ablation.md").read_text())
+    say((ablation / "ablation_by_kind.md").read_text())
 
     say("3/3 leaderboard and report")
     board = out / "leaderboard"

@@ -16,7 +16,10 @@ With ``decoding=constrained`` step 3 asks for no text: the LLM ranks the availab
 log-likelihood of each action word as the start of its JSON answer (``{"action": "<word>``), through the
 server's completion log-probabilities (:meth:`~vlnkit.agents.llm.client.OpenAIClient.rank`), and the most
 likely action is taken (ties: the order the prompt lists actions in). No answer can be invalid, so the
-reading below applies to ``decoding=free`` only; an unreachable server still falls back.
+reading below applies to ``decoding=free`` only; an unreachable server still falls back. With
+``calibration=content_free`` (contextual calibration, Zhao et al. 2021) each action's log-likelihood is
+taken relative to its log-likelihood after a content-free prompt (the same system prompt, every field of
+the user prompt ``N/A``), which removes a small model's standing preference for one action word.
 
 Reading the answer: a JSON object naming an available action is taken as it is. An answer that is not
 (no JSON, JSON without an ``action`` string, an action that is not available), after the client's
@@ -81,6 +84,7 @@ from vlnkit.memory import Mem4NavMemory, Retrieval
 log = logging.getLogger(__name__)
 
 DECODINGS = ("free", "constrained")
+CALIBRATIONS = ("none", "content_free")
 ANSWER_PREFIX = '{"action": "'
 """How a JSON answer opens; with ``decoding=constrained`` the action word that follows it is scored."""
 SAME_PLACE_M = 2.0
@@ -133,6 +137,7 @@ class LLMAgent:
         server: a local server the agent started and keeps alive (``start_server``), if any.
         decoding: ``free`` (a JSON answer, read as the module doc says) or ``constrained`` (the actions
             ranked by log-likelihood; the client must have ``rank``).
+        calibration: with ``constrained``, ``none`` or ``content_free`` (see the module doc).
 
     ``history`` holds the episode's actions, ``last_messages`` the latest prompt and ``codec`` the
     :class:`FlatViewCodec` its memory is written with.
@@ -155,9 +160,13 @@ class LLMAgent:
         fallback_action: StreetAction = StreetAction.STOP,
         server: LocalLLMServer | None = None,
         decoding: str = "free",
+        calibration: str = "none",
     ) -> None:
         if decoding not in DECODINGS:
             raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
+        if calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {calibration!r}")
+        self.calibration = calibration
         if decoding == "constrained" and not callable(getattr(client, "rank", None)):
             raise ValueError(f"decoding=constrained needs a client that ranks answers; {type(client).__name__} "
                              "has no rank()")
@@ -226,7 +235,12 @@ class LLMAgent:
     def _ranked(self, messages: list[dict[str, str]]) -> StreetAction:
         """The available action whose word the LLM finds most likely as its answer (``decoding=constrained``)."""
         listed = in_reading_order(self.actions)
-        scores = self.client.rank(messages, [ACTION_WORDS[a] for a in listed], prefix=ANSWER_PREFIX)  # type: ignore[attr-defined]
+        words = [ACTION_WORDS[a] for a in listed]
+        scores = np.asarray(self.client.rank(messages, words, prefix=ANSWER_PREFIX))  # type: ignore[attr-defined]
+        if self.calibration == "content_free":
+            blank = user_prompt("N/A", "N/A", None, [], None, self.actions)
+            content_free = [{"role": "system", "content": self.system}, {"role": "user", "content": blank}]
+            scores = scores - np.asarray(self.client.rank(content_free, words, prefix=ANSWER_PREFIX))  # type: ignore[attr-defined]
         return listed[int(np.argmax(scores))]
 
     def _read_free_text(self, answer: str | None, err: Exception) -> StreetAction:
@@ -403,4 +417,5 @@ def _llm(cfg: DictConfig, num_actions: int) -> LLMAgent:
         fallback_action=StreetAction[str(cfg.fallback_action).upper()],
         server=server,
         decoding=str(cfg.decoding),
+        calibration=str(cfg.calibration),
     )
