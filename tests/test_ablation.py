@@ -116,6 +116,10 @@ def test_by_kind_table_from_hand_made_episodes(tmp_path: Path) -> None:
     assert full_plain["task_completion_mean"] == pytest.approx(75.0)
     assert (full_plain["delta_mean"], full_plain["delta_lo"], full_plain["delta_hi"]) == (0.0, 0.0, 0.0)
     assert not full_plain["delta_excludes_zero"]
+    against_full = {(e["memory"], e["kind"]): e for e in summarize_by_kind(results, rows, "task_completion",
+                                                                             reference="full")}
+    assert against_full["none", "loop"]["delta_mean"] == pytest.approx(-75.0)
+    assert math.isnan(against_full["full", "loop"]["delta_mean"])
     md, _ = write_kind_table(list(table.values()), "task_completion", tmp_path)
     # the seeds' interval (75 ± 317.7) is clipped to TC's range, as in ablation.md
     assert "| grid | modular | full | - | 75.0 [0.0, 100.0] (4) [+0.0: +0.0, +0.0] | 75.0 [0.0, 100.0] (4) [+75.0:" \

@@ -22,7 +22,8 @@ degrees of freedom; and the paired difference of the first metric to the same ag
 ``ablation.png``. On episodes that say what they need remembered (``memory_kind`` in the run's
 ``episodes.jsonl``: the synthetic city's ``split=memory``), ``ablation_by_kind.md`` and ``.csv`` break the
 first metric down by kind (plain, count, return, loop), each with its paired difference to no memory on
-that kind's episodes, so that switching one part off shows which kind of episode it costs.
+that kind's episodes, and ``ablation_by_kind_vs_full.md``/``.csv`` the same against full memory, so that
+switching one part off shows which kind of episode it costs.
 Agents whose checkpoints are missing (``agent=policy``) are trained first when ``ablation.policy.train``
 is set, one checkpoint per seed.
 """
@@ -248,14 +249,14 @@ def summarize(results: Sequence[Mapping[str, Any]], rows: Sequence[Row], metrics
 
 
 def summarize_by_kind(results: Sequence[Mapping[str, Any]], rows: Sequence[Row], metric: str,
-                      confidence: float = 0.95) -> list[dict[str, Any]]:
+                      confidence: float = 0.95, reference: str = "none") -> list[dict[str, Any]]:
     """Per row and episode kind (the runs' ``memory_kinds``, ``{episode_id: kind}``): the mean over seeds of
     each seed's mean ``metric`` on that kind's episodes with its CI half-width, and the paired bootstrap
-    difference to the agent's ``memory=none`` row on the same episodes (as :func:`summarize`'s ``delta_*``).
-    Empty when no run carries kinds."""
+    difference to the agent's ``memory=<reference>`` grid row on the same episodes (as :func:`summarize`'s
+    ``delta_*``; ``reference="full"`` asks what removing parts costs). Empty when no run carries kinds."""
     kinds = sorted({k for r in results for k in (r.get("memory_kinds") or {}).values()}, key=_kind_order)
     baselines = {row.value("agent"): row for row in rows
-                 if row.group == "grid" and row.value("memory") == "none" and len(row.overrides) == 2}
+                 if row.group == "grid" and row.value("memory") == reference and len(row.overrides) == 2}
     scale = METRICS.get(metric, (metric, 1.0))[1]
     table = []
     for row in rows:
@@ -295,16 +296,16 @@ def _only_kind(run: Mapping[str, Any], kind: str, metric: str) -> dict[str, Any]
 
 
 def write_kind_table(table: Sequence[Mapping[str, Any]], metric: str, out: Path, title: str = "",
-                     confidence: float = 0.95) -> tuple[Path, Path]:
+                     confidence: float = 0.95, reference: str = "none") -> tuple[Path, Path]:
     """``ablation_by_kind.md`` (one line per row, one column per kind: mean ± CI as in ``ablation.md``, the
-    episode count, and the paired difference to no memory) and ``ablation_by_kind.csv`` (one line per row
-    and kind)."""
+    episode count, and the paired difference to the ``reference`` variant) and ``ablation_by_kind.csv`` (one
+    line per row and kind); for a reference other than ``none`` the files are ``ablation_by_kind_vs_<reference>``."""
     label = METRICS.get(metric, (metric, 1.0))[0]
     kinds = list(dict.fromkeys(e["kind"] for e in table))
     lines = [title, ""] if title else []
     lines += [
         f"{label} per episode kind: mean ± half-width of the {confidence:.0%} interval over seeds, then in brackets "
-        f"the paired difference to the same agent without memory on that kind's episodes ({confidence:.0%} "
+        f"the paired difference to the same agent with memory={reference} on that kind's episodes ({confidence:.0%} "
         "two-stage bootstrap; * where it excludes 0).",
         "",
         "| group | agent | memory | setting | " + " | ".join(f"{k} (n)" for k in kinds) + " |",
@@ -328,9 +329,10 @@ def write_kind_table(table: Sequence[Mapping[str, Any]], metric: str, out: Path,
             cells.append(text)
         lines.append("| " + " | ".join(key) + " | " + " | ".join(cells) + " |")
     out.mkdir(parents=True, exist_ok=True)
-    md = out / "ablation_by_kind.md"
+    stem = "ablation_by_kind" if reference == "none" else f"ablation_by_kind_vs_{reference}"
+    md = out / f"{stem}.md"
     md.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    csv_path = out / "ablation_by_kind.csv"
+    csv_path = out / f"{stem}.csv"
     fields = ["group", "agent", "memory", "setting", "kind", "seeds", "episodes",
               *(f"{metric}_{part}" for part in ("mean", "ci", "lo", "hi")), "delta_mean", "delta_lo", "delta_hi", "delta_excludes_zero"]
     with csv_path.open("w", newline="", encoding="utf-8") as f:
@@ -618,9 +620,10 @@ def run_ablation(cfg: DictConfig, overrides: Sequence[str] = ()) -> Path:
     keys = ", ".join(ablation.seed_keys)
     title = f"Mem4Nav ablation on {cfg.task.name}/{cfg.split}, seeds {seeds} (seed keys: {keys})"
     write_table(table, metrics, out, title, confidence)
-    by_kind = summarize_by_kind(results, rows, metrics[0], confidence)
-    if by_kind:
-        write_kind_table(by_kind, metrics[0], out, title, confidence)
+    for reference in ("none", "full"):
+        by_kind = summarize_by_kind(results, rows, metrics[0], confidence, reference)
+        if by_kind and any(row.group == "grid" and row.value("memory") == reference for row in rows):
+            write_kind_table(by_kind, metrics[0], out, title, confidence, reference)
     plot_ablation(table, out / "ablation.png", metrics[0])
     OmegaConf.save(cfg, out / "ablate.yaml")
     return out
