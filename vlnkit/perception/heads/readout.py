@@ -37,7 +37,7 @@ so the two sides of a panorama's 0/360 seam are neighbours for the attention as 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -131,9 +131,11 @@ class ReadoutAttention(nn.Module):
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(dim, dim) for _ in range(4))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None,
+                edit: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """Attention output and weights (see the class docstring); ``mask`` ``(L, N)``, true where a query may
-        attend (every query must have one key)."""
+        attend (every query must have one key); ``edit`` replaces the weights before they weigh the values
+        (e.g. FloAt's blend, :mod:`vlnkit.perception.temporal`), and the edited weights are returned."""
         b, length, dim = query.shape
         head_dim = dim // self.heads
 
@@ -145,6 +147,8 @@ class ReadoutAttention(nn.Module):
         if mask is not None:
             logits = logits.masked_fill(~mask, float("-inf"))
         weights = torch.softmax(logits, dim=-1)
+        if edit is not None:
+            weights = edit(weights)
         out = (self.dropout(weights) @ v).transpose(1, 2).reshape(b, length, dim)
         return self.out_proj(out), weights
 
@@ -166,13 +170,14 @@ class ReadoutDecoderLayer(nn.Module):
         self.drop1, self.drop2, self.drop3 = nn.Dropout(dropout), nn.Dropout(dropout), nn.Dropout(dropout)
 
     def forward(self, t: Tensor, query_pos: Tensor, memory: Tensor, memory_pos: Tensor, self_mask: Tensor | None = None,
-                cross_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                cross_mask: Tensor | None = None,
+                cross_edit: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """Updated target ``(B, C, d)`` and cross-attention weights ``(B, heads, C, N)``; the masks (true: may
-        attend) restrict the self- and cross-attention."""
+        attend) restrict the self- and cross-attention, ``cross_edit`` edits the cross-attention weights."""
         x = self.norm1(t)
         t = t + self.drop1(self.self_attn(x + query_pos, x + query_pos, x, self_mask)[0])
         x = self.norm2(t)
-        routed, weights = self.cross_attn(x + query_pos, memory + memory_pos, memory, cross_mask)
+        routed, weights = self.cross_attn(x + query_pos, memory + memory_pos, memory, cross_mask, cross_edit)
         t = t + self.drop2(routed)
         return t + self.drop3(self.ffn(self.norm3(t))), weights
 
@@ -190,11 +195,14 @@ class CategoryReadout(nn.Module):
     Closeness of category ``c`` in sector ``k`` is ``sigmoid(w_{c,k} . t_c + b_{c,k})`` of that category's
     decoder output ``t_c`` only, the doc's ROI-to-vertex readout where every (sector, category) "vertex" lies
     in exactly one "ROI". After each forward :attr:`attention` holds the last layer's cross-attention weights
-    ``(B, heads, categories, H * W)`` (detached) and :attr:`attention_size` the map's ``(H, W)``.
+    ``(B, heads, categories, H * W)`` (detached) and :attr:`attention_size` the map's ``(H, W)``. While
+    :attr:`attention_edit` is set, ``attention_edit(weights, (H, W))`` replaces the last layer's cross-attention
+    weights before they are used (FloAt, :class:`vlnkit.perception.temporal.FloAtReadout`).
     """
 
     attention: Tensor | None
     attention_size: tuple[int, int] | None
+    attention_edit: Callable[[Tensor, tuple[int, int]], Tensor] | None
 
     def __init__(self, in_channels: int, categories: int | Sequence[str], sectors: int = 8, d_model: int = 256,
                  heads: int = 8, ffn_dim: int = 1024, dropout: float = 0.1, layers: int = 1, circular: bool = False,
@@ -224,6 +232,7 @@ class CategoryReadout(nn.Module):
         self.readout_bias = nn.Parameter(torch.zeros(self.categories, rows))
         self.attention = None
         self.attention_size = None
+        self.attention_edit = None
         self._pos_cache: dict[tuple[int, int], Tensor] = {}
 
     def position_encoding(self, height: int, width: int) -> Tensor:
@@ -262,9 +271,18 @@ class CategoryReadout(nn.Module):
             if size is None or size[0] * size[1] != memory.shape[1]:
                 raise ValueError(f"a sectored readout needs the (H, W) of the {memory.shape[1]} memory tokens, got {size}")
             self_mask, cross_mask = (m.to(memory.device) for m in self.sector_masks(*size))
+        cross_edit = None
+        if self.attention_edit is not None and size is not None:
+            hook, hw = self.attention_edit, size
+
+            def cross_edit(weights: Tensor) -> Tensor:
+                return hook(weights, hw)
+
         attention = []
-        for layer in self.layers:
-            t, weights = layer(t, query_pos, memory, memory_pos.expand_as(memory), self_mask, cross_mask)
+        for i, layer in enumerate(self.layers):
+            last = i == len(self.layers) - 1
+            t, weights = layer(t, query_pos, memory, memory_pos.expand_as(memory), self_mask, cross_mask,
+                               cross_edit if last else None)
             attention.append(weights)
         return self.norm(t), attention[-1]
 
