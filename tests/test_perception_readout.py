@@ -218,3 +218,20 @@ def test_eval_config_swaps_the_street_panorama_for_the_learned_readout(readout_r
         task.make_env(cfg, city)
     gt = task.make_env(load_config("eval", ["agent=modular"]), city)
     assert gt.panorama.privileged  # the default reads the scene labels, and says so
+
+
+def test_flicker_benchmark_runs_floats_along_gold_routes(readout_run: tuple[Path, dict]) -> None:
+    from vlnkit.benchmarks import run_benchmark
+    from vlnkit.envs.synth import default_city
+
+    run, _ = readout_run
+    assert "skipped" in run_benchmark("perception_flicker")
+    result = run_benchmark("perception_flicker", weights=str(run), episodes=1, lams="1,0.5")
+    first = json.loads((default_city(0) / "data" / "dev.json").read_text().splitlines()[0])
+    assert result["nodes"] == len(first["route_panoids"]) and result["episodes"] == 1
+    plain, floated = result["lam_1"], result["lam_0.5"]
+    for figures in (plain, floated):
+        assert all(0.0 <= figures[k] <= 1.0 for k in ("spurious_flips", "missed_changes", "precision", "recall", "f1"))
+    if plain["spurious_flips"]:
+        assert floated["spurious_flips_vs_plain"] == pytest.approx(floated["spurious_flips"] / plain["spurious_flips"],
+                                                                    abs=1e-3)

@@ -184,8 +184,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from vlnkit.benchmarks import BENCHMARKS, parse_options, run_benchmark
 
     if args.list:
+        width = max(map(len, BENCHMARKS)) + 2
         for name, (_, about) in BENCHMARKS.items():
-            print(f"{name:<14}{about}")
+            print(f"{name:<{width}}{about}")
         return 0
     if args.name not in (*BENCHMARKS, "all") or (args.name == "all" and args.options):
         got = ("`all` takes no options" if args.name == "all" else "a benchmark name is needed"

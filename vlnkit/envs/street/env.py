@@ -235,6 +235,9 @@ class StreetEnv(gymnasium.Env):
         self._steps = 0
         self._budget = self.step_budget(ep)
         self._drift = np.zeros(2)
+        start_episode = getattr(self.panorama, "start_episode", None)
+        if callable(start_episode):   # a source whose output depends on earlier observations (FloAt) starts afresh
+            start_episode()
         return self._observation(), self._info()
 
     def step_budget(self, episode: StreetEpisode) -> int:
