@@ -527,7 +527,8 @@ def test_check_passes_the_synthetic_city(tmp_path: Path, capsys: pytest.CaptureF
         summary = check_street_release(task, tmp_path)
         assert summary["problems"] == [] and summary["ok"] is True
         assert sum(summary["episodes"].values()) == made["kinds"][task]
-        assert sum(summary["episodes"].values()) + sum(summary["other_kinds"].values()) == 500
+        # train 300 + dev 100 + test 100 + the memory split's 4 kinds x 50
+        assert sum(summary["episodes"].values()) + sum(summary["other_kinds"].values()) == 700
     assert main(["data", "check", "task=touchdown", f"data_dir={tmp_path}"]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
 
