@@ -228,10 +228,7 @@ def summarize(results: Sequence[Mapping[str, Any]], rows: Sequence[Row], metrics
     for row in rows:
         runs = _runs(results, row)
         entry: dict[str, Any] = {
-            "group": row.group,
-            "agent": row.value("agent"),
-            "memory": row.value("memory"),
-            "setting": " ".join(o for o in row.overrides if o.lstrip("+").split("=")[0] not in ("agent", "memory")),
+            **_describe(row),
             "swept_key": row.swept_key,
             "swept_value": row.swept_value,
             "seeds": len(runs),
@@ -268,9 +265,7 @@ def summarize_by_kind(results: Sequence[Mapping[str, Any]], rows: Sequence[Row],
             mean, ci = mean_ci([float(np.mean(v)) * scale for v in per_seed if v], confidence)
             low, high = clipped_bounds(mean, ci, metric_range(metric))
             entry: dict[str, Any] = {
-                "group": row.group, "agent": row.value("agent"), "memory": row.value("memory"),
-                "setting": " ".join(o for o in row.overrides if o.lstrip("+").split("=")[0] not in ("agent", "memory")),
-                "kind": kind, "seeds": len(runs), "episodes": sum(len(v) for v in per_seed),
+                **_describe(row), "kind": kind, "seeds": len(runs), "episodes": sum(len(v) for v in per_seed),
                 f"{metric}_mean": mean, f"{metric}_ci": ci, f"{metric}_lo": low, f"{metric}_hi": high,
                 "delta_mean": math.nan, "delta_lo": math.nan, "delta_hi": math.nan, "delta_excludes_zero": False,
             }
@@ -282,6 +277,12 @@ def summarize_by_kind(results: Sequence[Mapping[str, Any]], rows: Sequence[Row],
                                  delta_excludes_zero=bool(d_low > 0 or d_high < 0))
             table.append(entry)
     return table
+
+
+def _describe(row: Row) -> dict[str, Any]:
+    """A table row's ``group``, ``agent``, ``memory`` and ``setting`` (its other overrides, joined)."""
+    setting = " ".join(o for o in row.overrides if o.lstrip("+").split("=")[0] not in ("agent", "memory"))
+    return {"group": row.group, "agent": row.value("agent"), "memory": row.value("memory"), "setting": setting}
 
 
 def _kind_order(kind: str) -> tuple[int, str]:
@@ -328,15 +329,22 @@ def write_kind_table(table: Sequence[Mapping[str, Any]], metric: str, out: Path,
                          + (" *" if e["delta_excludes_zero"] else ""))
             cells.append(text)
         lines.append("| " + " | ".join(key) + " | " + " | ".join(cells) + " |")
-    out.mkdir(parents=True, exist_ok=True)
     stem = "ablation_by_kind" if reference == "none" else f"ablation_by_kind_vs_{reference}"
+    fields = ["group", "agent", "memory", "setting", "kind", "seeds", "episodes",
+              *(f"{metric}_{part}" for part in ("mean", "ci", "lo", "hi")), "delta_mean", "delta_lo", "delta_hi", "delta_excludes_zero"]
+    return _write_md_csv(out, stem, lines, fields, table)
+
+
+def _write_md_csv(out: Path, stem: str, lines: Sequence[str], fields: Sequence[str],
+                  table: Sequence[Mapping[str, Any]]) -> tuple[Path, Path]:
+    """``<stem>.md`` (the Markdown ``lines``) and ``<stem>.csv`` (``fields`` of every entry of ``table``) in
+    ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
     md = out / f"{stem}.md"
     md.write_text("\n".join(lines) + "\n", encoding="utf-8")
     csv_path = out / f"{stem}.csv"
-    fields = ["group", "agent", "memory", "setting", "kind", "seeds", "episodes",
-              *(f"{metric}_{part}" for part in ("mean", "ci", "lo", "hi")), "delta_mean", "delta_lo", "delta_hi", "delta_excludes_zero"]
     with csv_path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
         writer.writeheader()
         for entry in table:
             writer.writerow(entry)
@@ -394,7 +402,6 @@ def _cell(entry: Mapping[str, Any], prefix: str) -> str:
 def write_table(table: Sequence[Mapping[str, Any]], metrics: Sequence[str], out: Path, title: str = "",
                 confidence: float = 0.95) -> tuple[Path, Path]:
     """``ablation.md`` (mean ± CI half-width per metric) and ``ablation.csv`` (mean and CI columns)."""
-    out.mkdir(parents=True, exist_ok=True)
     labels = [METRICS.get(m, (m, 1.0))[0] for m in metrics]
     delta = f"Δ{labels[0]} vs none"
     lines = []
@@ -416,18 +423,10 @@ def write_table(table: Sequence[Mapping[str, Any]], metrics: Sequence[str], out:
             f"| {entry['group']} | {entry['agent'] or '-'} | {entry['memory'] or '-'} | {entry['setting'] or '-'} | "
             f"{entry['seeds']} | " + " | ".join(cells) + f" | {entry.get('privileged', '?')} |"
         )
-    md = out / "ablation.md"
-    md.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    csv_path = out / "ablation.csv"
     fields = ["group", "agent", "memory", "setting", "swept_key", "swept_value", "seeds", "privileged"]
     fields += [f"{m}_{part}" for m in [*metrics, "delta"] for part in ("mean", "ci", "lo", "hi")]
     fields += ["delta_method", "delta_excludes_zero"]
-    with csv_path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        for entry in table:
-            writer.writerow(entry)
-    return md, csv_path
+    return _write_md_csv(out, "ablation", lines, fields, table)
 
 
 def _variant_label(entry: Mapping[str, Any]) -> str:

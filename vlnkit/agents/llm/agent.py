@@ -187,6 +187,9 @@ class LLMAgent:
         self.schema = action_schema(self.actions)
         self.remembers = memory is not None and memory.retrieves
         self.system = system_prompt(self.actions, memory=self.remembers)
+        # the content-free prompt that calibration=content_free scores the actions against
+        blank = user_prompt("N/A", "N/A", None, [], None, self.actions)
+        self._content_free = [{"role": "system", "content": self.system}, {"role": "user", "content": blank}]
         self.history: list[StreetAction] = []
         self.last_messages: list[dict[str, str]] = []
         self._calls = self._fallbacks = self._free_text = 0
@@ -238,9 +241,7 @@ class LLMAgent:
         words = [ACTION_WORDS[a] for a in listed]
         scores = np.asarray(self.client.rank(messages, words, prefix=ANSWER_PREFIX))  # type: ignore[attr-defined]
         if self.calibration == "content_free":
-            blank = user_prompt("N/A", "N/A", None, [], None, self.actions)
-            content_free = [{"role": "system", "content": self.system}, {"role": "user", "content": blank}]
-            scores = scores - np.asarray(self.client.rank(content_free, words, prefix=ANSWER_PREFIX))  # type: ignore[attr-defined]
+            scores = scores - np.asarray(self.client.rank(self._content_free, words, prefix=ANSWER_PREFIX))  # type: ignore[attr-defined]
         return listed[int(np.argmax(scores))]
 
     def _read_free_text(self, answer: str | None, err: Exception) -> StreetAction:

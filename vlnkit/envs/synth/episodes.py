@@ -84,24 +84,18 @@ class EpisodeMaker:
         """``per_kind`` episodes of each of :data:`MEMORY_KINDS` with routes inside ``region``, kinds
         interleaved, styles at random. ``count`` episodes are plain routes whose stop counts a category
         ("the second cafe"), ``plain`` ones plain routes whose text needs no memory."""
-        wanted: dict[str, Callable[[Instruction], bool]] = {
-            "plain": lambda i: i.memory is None,
-            "count": lambda i: i.memory == "count",
-            "return": lambda i: i.memory == "return",
-            "loop": lambda i: i.memory == "loop",
-        }
         episodes: list[StreetEpisode] = []
-        for made in range(per_kind):
+        for done in range(per_kind):
             for kind in MEMORY_KINDS:
                 pattern = kind if kind in PATTERNS else "plain"
                 for _ in range(MEMORY_SPLIT_ATTEMPTS):
                     style = "touchdown" if self.rng.random() < 0.5 else "map2seq"
-                    made = self._episode(region, style, pattern, wanted[kind])
+                    made = self._episode(region, style, pattern, lambda i, kind=kind: (i.memory or "plain") == kind)
                     if made is not None:
                         episodes.append(made)
                         break
                 else:
-                    raise RuntimeError(f"synthetic city: the memory split ran out of {kind} routes after {made} of "
+                    raise RuntimeError(f"synthetic city: the memory split ran out of {kind} routes after {done} of "
                                        f"{per_kind}; the city is too small for this many")
         return episodes
 
