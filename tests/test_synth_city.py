@@ -257,3 +257,16 @@ def test_memory_split_has_each_kind_equally_with_true_gaps(city: Release) -> Non
             assert re.search(r"stop at the (second|third) [a-z ]+ on your (left|right)", r["navigation_text"], re.I)
     loops = sorted(r["memory_gap"] for r in records if r["memory"] == "loop")
     assert loops[len(loops) // 2] >= 20, "loops come back after a block or more"
+
+
+def test_a_layout_without_loops_still_gives_a_city() -> None:
+    """City seed 9's unseen half holds no loop route: the city is made, its memory split has the other kinds
+    in full and no loops, and a warning says so (it used to fail to generate at all)."""
+    from vlnkit.envs.synth.city import build_city
+
+    with pytest.warns(UserWarning, match="ran out of loop routes after 0 of 50"):
+        made = build_city(9, "small")
+    kinds = [ep.record.get("memory") or "plain" for ep in made.episodes["memory"]]
+    assert {k: kinds.count(k) for k in set(kinds)} == {"plain": 50, "count": 50, "return": 50}
+    assert {split: len(made.episodes[split]) for split in ("train", "dev", "test")} == {"train": 300, "dev": 100,
+                                                                                     "test": 100}

@@ -26,6 +26,7 @@ in the unseen eastern half after the other splits, so that adding it left their 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -83,10 +84,14 @@ class EpisodeMaker:
     def memory_split(self, region: np.ndarray, per_kind: int) -> list[StreetEpisode]:
         """``per_kind`` episodes of each of :data:`MEMORY_KINDS` with routes inside ``region``, kinds
         interleaved, styles at random. ``count`` episodes are plain routes whose stop counts a category
-        ("the second cafe"), ``plain`` ones plain routes whose text needs no memory."""
+        ("the second cafe"), ``plain`` ones plain routes whose text needs no memory. A kind the region runs
+        out of (some street layouts hold no loop) keeps the episodes made so far, with a warning."""
         episodes: list[StreetEpisode] = []
+        exhausted: dict[str, int] = {}
         for done in range(per_kind):
             for kind in MEMORY_KINDS:
+                if kind in exhausted:
+                    continue
                 pattern = kind if kind in PATTERNS else "plain"
                 for _ in range(MEMORY_SPLIT_ATTEMPTS):
                     style = "touchdown" if self.rng.random() < 0.5 else "map2seq"
@@ -95,8 +100,10 @@ class EpisodeMaker:
                         episodes.append(made)
                         break
                 else:
-                    raise RuntimeError(f"synthetic city: the memory split ran out of {kind} routes after {done} of "
-                                       f"{per_kind}; the city is too small for this many")
+                    exhausted[kind] = done
+        for kind, done in exhausted.items():
+            warnings.warn(f"synthetic city: the memory split ran out of {kind} routes after {done} of {per_kind}; "
+                          "this city's layout holds no more of them", stacklevel=2)
         return episodes
 
     def _episode(self, region: np.ndarray, style: str, pattern: str,
