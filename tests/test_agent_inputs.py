@@ -81,7 +81,8 @@ def test_policy_refuses_the_release_without_panorama_features(release: Path, tmp
     checkpoint = save_torch({
         "model": FlamePolicy(config).state_dict(), "model_config": asdict(config),
         "vocabulary": ["<pad>", "<unk>", "turn", "right"], "categories": ["bank", "cafe", "tree"],
-        "heading_weight": 0.3, "epoch": 0, "history": [], "collection": {},
+        "heading_weight": 0.3, "round": 0, "epoch": 0, "history": [], "curve": [], "collection": {},
+        "lexicon_examples": [],
     }, tmp_path / "policy.pt")
     agent = create("policy", {"checkpoint": str(checkpoint), "memory": "none"})
     obs, info = first_observation(release)

@@ -11,7 +11,7 @@ import torch
 
 from vlnkit.agents.base import create
 from vlnkit.agents.policy import agent as _registers  # noqa: F401  (registers "policy")
-from vlnkit.agents.policy.features import EXTRA_MEMORY_FEATURES, Vocabulary, link_bins, strided_history
+from vlnkit.agents.policy.features import EXTRA_MEMORY_FEATURES, Vocabulary, link_bins, strided_history, subgoal_rows
 from vlnkit.agents.policy.model import FlamePolicy, PolicyConfig
 from vlnkit.agents.policy import train as train_module
 from vlnkit.agents.policy.train import train_policy
@@ -36,13 +36,46 @@ def test_forward_shapes_and_memory_query_gradient() -> None:
     memory = torch.zeros(b, 3, 48 + EXTRA_MEMORY_FEATURES)
     memory[0, 0, :48] = torch.rand(48)
     memory[0, 0, -1] = 1.0
-    previous = torch.full((b,), model.no_action)
-    logits, h = model.step(instruction, visual, history, torch.tensor([1, 2, 6]), torch.zeros(b, 3, dtype=torch.bool),
-                           memory, query, hidden, previous)
+    rows = torch.zeros(b, config.subgoals, 7, dtype=torch.long)
+    rows[:, 0] = torch.tensor([4, 1, 1, 2, 0, 0, 0])    # turn left at the first intersection
+    rows[0, 1] = torch.tensor([5, 0, 8, 2, 3, 0, 0])    # stop at the landmark of category 2
+    static = model.encode_subgoals(rows)
+    subgoals = model.subgoal_tokens(static, panorama)
+    assert subgoals[0].shape == (b, config.subgoals, 16) and subgoals[1][:, :2].tolist() == [[False, False],
+                                                                                             [False, True]]
+    # A sub-goal token reads the current view's column of the category it names, and no other column.
+    other = panorama.clone()
+    other[..., [0, 1, 3, 4]] = torch.rand(b, 8, 4)
+    torch.testing.assert_close(model.subgoal_tokens(static, other)[0], subgoals[0])
+    cafe = panorama.clone()
+    cafe[..., 2] = torch.rand(b, 8)
+    moved = model.subgoal_tokens(static, cafe)[0]
+    assert not torch.allclose(moved[0, 1], subgoals[0][0, 1])
+    torch.testing.assert_close(moved[:, 0], subgoals[0][:, 0])
+    ages = torch.tensor([1, 2, 6])
+    logits, h = model.step(instruction, subgoals, visual, history, ages, torch.zeros(b, 3, dtype=torch.bool),
+                           memory, query, hidden)
     assert logits.shape == (b, 4) and h.shape == (b, 16)
-    assert model.summary(panorama, links, previous).shape == (b, 16)
+    assert model.summary(panorama, links).shape == (b, 16)
+    # Padding rows are masked: whatever a padded sub-goal token holds, the decision is the same.
+    tokens, pad = subgoals
+    noisy = (tokens + torch.randn_like(tokens) * pad[..., None], pad)
+    again = model.step(instruction, noisy, visual, history, ages, torch.zeros(b, 3, dtype=torch.bool),
+                       memory, query, hidden)[0]
+    torch.testing.assert_close(again, logits)
     logits[0].sum().backward()
     assert model.memory_query_net.weight.grad.abs().sum() > 0   # the query learns through the memory tokens
+    assert model.subgoal_fields[4].weight.grad[3].abs().sum() > 0   # and the sub-goal's category reaches the logits
+
+
+def test_subgoal_rows_of_a_parsed_instruction() -> None:
+    from vlnkit.agents.modular.language import LandmarkLexicon
+
+    lexicon = LandmarkLexicon(["bank", "cafe"], [("Joe's Beans", "cafe")])
+    rows = subgoal_rows("Turn left at the second intersection. Stop next to Joe's Beans on your right.", lexicon, 3)
+    # turn (4th action) left (1st direction) at an intersection (1st trigger), count 2 (+1); then stop (5th)
+    # with the landmark trigger (8th), count 1, category cafe (index 1, +1); the third row is padding.
+    assert rows.tolist() == [[4, 1, 1, 3, 0, 0, 0], [5, 2, 8, 2, 2, 0, 0], [0, 0, 0, 0, 0, 0, 0]]
 
 
 def test_strided_history_and_features() -> None:
@@ -59,7 +92,8 @@ def _train_config(out: Path, epochs: int) -> object:
     return load_config("train_policy", [
         f"out={out}", "episodes=4", f"train.epochs={epochs}", "train.batch_size=2", "train.lr=3e-3",
         "train.warmup_epochs=0", "model.d_model=16", "model.heads=2", "model.layers=1", "model.queries=2",
-        "memory_variant=stm_only", "progress=false", "noise=0.0", "train.threads=1",
+        "memory_variant=stm_only", "progress=false", "noise=0.0", "train.threads=1", "cities=[0]", "dagger.rounds=1",
+        "dagger.eval_episodes=3",
     ])
 
 
@@ -140,3 +174,80 @@ def test_policy_agent_acts_on_observations_alone(trained: dict, settings: dict) 
 def test_policy_agent_needs_a_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="vlnkit train policy"):
         create("policy", {"checkpoint": str(tmp_path / "missing.pt")})
+
+
+def _dagger_config(out: Path) -> object:
+    return load_config("train_policy", [
+        f"out={out}", "cities=[0]", "episodes=4", "train.epochs=2", "train.batch_size=2", "train.lr=3e-3", "train.warmup_epochs=0",
+        "model.d_model=16", "model.heads=2", "model.layers=1", "model.queries=2", "memory_variant=stm_only",
+        "progress=false", "train.threads=1", "dagger.rounds=2", "dagger.beta=0.0", "dagger.episodes_per_round=3",
+        "dagger.eval_episodes=2", "dagger.eval_memory=[none]",
+    ])
+
+
+def test_dagger_labels_the_policys_own_states_and_resumes_across_rounds(tmp_path: Path) -> None:
+    straight = train_policy(_dagger_config(tmp_path / "straight.pt"))
+    assert [(c["round"], c["episodes"]) for c in straight["curve"]] == [(0, 4), (1, 7)]
+    assert straight["epochs"] == 4 and set(straight["curve"][1]) >= {"train_none_tc", "dev_none_tc", "nll"}
+    assert (tmp_path / "straight.pt.curves.png").stat().st_size > 0
+    # Round 1 ran the policy (beta 0): replaying what it did, every label is the route teacher's action
+    # at the state the policy reached, and the policy left the teacher's choice somewhere.
+    cfg = _dagger_config(tmp_path / "straight.pt")
+    env = train_module._make_env(train_module._releases(cfg)[0], "train", cfg)
+    rounds = load_torch(tmp_path / "straight.pt.demos.pt")["rounds"]
+    # Round 0's exploration (noise 0.1) never stops a demonstration early: STOP is taken only as the last step.
+    for demo in rounds[0]:
+        assert (demo["taken"][:-1] != 0).all() and int(demo["taken"][-1]) == int(demo["label"][-1])
+    demos = rounds[1]
+    assert len(demos) == 3
+    deviated = 0
+    for demo in demos:
+        obs, info = env.reset(options={"episode_id": env.episodes[int(demo["origin"][1])].episode_id})
+        for label, taken in zip(demo["label"].tolist(), demo["taken"].tolist()):
+            assert label == info["gold_action"]
+            deviated += label != taken
+            obs, _, terminated, truncated, info = env.step(taken)
+        assert terminated or truncated
+    assert deviated > 0
+
+    # Killed right after round 0's evaluation was saved, the run resumes into round 1 and ends where the
+    # uninterrupted one did.
+    saves: list[Path] = []
+    real_save = train_module.save_torch
+
+    def save_then_die(obj: object, path: Path) -> Path:
+        written = real_save(obj, path)
+        if not str(path).endswith(train_module.DEMOS_SUFFIX):
+            saves.append(path)
+            if len(saves) == 3:
+                raise _Interrupted
+        return written
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_module, "save_torch", save_then_die)
+        with pytest.raises(_Interrupted):
+            train_policy(_dagger_config(tmp_path / "resumed.pt"))
+    assert (load_torch(tmp_path / "resumed.pt")["round"], load_torch(tmp_path / "resumed.pt")["epoch"]) == (1, 0)
+    resumed = train_policy(_dagger_config(tmp_path / "resumed.pt"))
+    assert resumed["nll"] == pytest.approx(straight["nll"], rel=1e-5)
+    assert resumed["curve"] == straight["curve"]
+
+
+def test_a_policy_that_always_goes_forward_has_no_decision_accuracy() -> None:
+    """Accuracy over all steps rewards FORWARD-majority guessing; decision accuracy (turns and stops) does not."""
+    config = PolicyConfig(vocab_size=10, categories=3, memory_dim=8, num_actions=4, d_model=8, heads=2, layers=1,
+                          queries=2, subgoals=2)
+    model = FlamePolicy(config)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.tensor([0.0, 50.0, 0.0, 0.0]))   # FORWARD whatever the input
+    labels = np.array([1, 1, 1, 2, 0])     # three FORWARD, a LEFT and a STOP
+    demo = {
+        "words": np.array([2, 3]), "subgoals": np.zeros((2, 7), dtype=np.int64),
+        "panorama": np.random.rand(5, 8, 3).astype(np.float32), "links": np.zeros((5, 8), dtype=np.float32),
+        "label": labels, "taken": labels, "embedding": np.random.rand(5, 8).astype(np.float32),
+        "memory": np.zeros((5, 2, 8 + EXTRA_MEMORY_FEATURES), dtype=np.float32),
+    }
+    losses = train_module.episode_losses(model, train_module._batch([demo]), torch.ones(1))
+    assert float(losses["accuracy"]) == pytest.approx(3 / 5)
+    assert float(losses["decision_accuracy"]) == 0.0

@@ -64,7 +64,7 @@ def policy_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train_policy(load_config("train_policy", [
         f"out={out}", "episodes=2", "train.epochs=1", "train.batch_size=2", "train.warmup_epochs=0",
         "model.d_model=16", "model.heads=2", "model.layers=1", "model.queries=2", "memory_variant=stm_only",
-        "progress=false", "noise=0.0", "train.threads=1"]))
+        "progress=false", "noise=0.0", "train.threads=1", "cities=[0]", "dagger.rounds=1", "dagger.eval_episodes=1"]))
     return out
 
 

@@ -359,7 +359,13 @@ class LandmarkLexicon:
     def from_release(cls, release: str | Path, categories: Sequence[str], split: str = "train") -> LandmarkLexicon:
         """A lexicon fitted on ``split`` of a release folder (category names only when the release has no
         landmark labels)."""
-        return cls(categories, _release_examples(str(Path(release).expanduser().resolve()), split))
+        return cls(categories, release_examples(release, split))
+
+
+def release_examples(release: str | Path, split: str = "train") -> tuple[tuple[str, str], ...]:
+    """``(landmark phrase, category name)`` pairs of a release split's labelled records (what a
+    :class:`LandmarkLexicon` is fitted on); empty when the release has no landmark labels."""
+    return _release_examples(str(Path(release).expanduser().resolve()), split)
 
 
 @lru_cache(maxsize=8)

@@ -1,7 +1,8 @@
 """The multimodal policy agent (FLAME-style, :mod:`vlnkit.agents.policy.model`) with Mem4Nav memory
 tokens, registered as ``policy``.
 
-Each step the agent embeds the panorama, asks its memory with the policy's query
+At the start of an episode it parses the instruction into sub-goals with the lexicon stored in the
+checkpoint (:func:`~vlnkit.agents.policy.features.subgoal_rows`). Each step the agent embeds the panorama, asks its memory with the policy's query
 ``Linear([h_{t-1} ; mean visual token])`` (the memory's retrieval policy: STM, else LTM top-m), feeds the
 retrieved entries to the policy as memory tokens (unless ``memory_tokens`` is off or the memory variant is
 ``none``), takes the most likely action, and writes the view into the memory. It needs a checkpoint from
@@ -24,7 +25,15 @@ from omegaconf import DictConfig
 
 from vlnkit.agents.base import register, require_feature_panorama
 from vlnkit.agents.memory_support import ViewCodec, load_agent_config, memory_from_config
-from vlnkit.agents.policy.features import EXTRA_MEMORY_FEATURES, Vocabulary, link_bins, memory_features, strided_history
+from vlnkit.agents.modular.language import LandmarkLexicon
+from vlnkit.agents.policy.features import (
+    EXTRA_MEMORY_FEATURES,
+    Vocabulary,
+    link_bins,
+    memory_features,
+    strided_history,
+    subgoal_rows,
+)
 from vlnkit.agents.policy.model import FlamePolicy
 from vlnkit.agents.policy.train import load_policy
 from vlnkit.memory import Mem4NavMemory
@@ -39,6 +48,7 @@ class PolicyAgent:
         codec: panorama -> memory embedding (the one the policy was trained with).
         memory: the agent's Mem4Nav memory.
         num_actions: the environment's action count (actions the policy was not trained on are never taken).
+        lexicon: landmark phrases -> categories for the sub-goals (the one the policy was trained with).
         memory_tokens: whether retrieved entries reach the policy.
     """
 
@@ -46,13 +56,14 @@ class PolicyAgent:
     reads_panorama = True
 
     def __init__(self, model: FlamePolicy, vocabulary: Vocabulary, codec: ViewCodec, memory: Mem4NavMemory,
-                 num_actions: int, memory_tokens: bool = True) -> None:
+                 num_actions: int, lexicon: LandmarkLexicon, memory_tokens: bool = True) -> None:
         self.model = model.eval()
         self.vocabulary = vocabulary
         self.codec = codec
         self.memory = memory
         self.num_actions = min(int(num_actions), model.config.num_actions)
         self.memory_tokens = bool(memory_tokens) and bool(memory.parts)
+        self.lexicon = lexicon
         self._instruction: torch.Tensor | None = None
 
     def reset(self, observation: dict[str, Any], info: dict[str, Any] | None, seed: int) -> None:
@@ -62,11 +73,13 @@ class PolicyAgent:
         c = self.model.config
         require_feature_panorama("policy", observation, (c.sectors, c.categories))
         words = torch.from_numpy(self.vocabulary.encode(str(observation["instruction"]), c.max_words))[None]
+        text = str(observation["instruction"])
+        goals = torch.from_numpy(subgoal_rows(text, self.lexicon, c.subgoals))[None]
         with torch.inference_mode():
             self._instruction = self.model.encode_instruction(words)
+            self._subgoals = self.model.encode_subgoals(goals)
         self.memory.reset()
         self.hidden = torch.zeros(1, c.d_model)
-        self.previous = self.model.no_action
         self.summaries: list[torch.Tensor] = []
         self.steps = 0
 
@@ -80,7 +93,6 @@ class PolicyAgent:
         panorama_np = np.asarray(observation["panorama"], dtype=np.float32)
         panorama = torch.from_numpy(panorama_np)[None]
         links = torch.from_numpy(link_bins(observation["links"], heading, c.sectors))[None]
-        previous = torch.tensor([self.previous])
         embedding = self.codec.embed(panorama_np, heading)
         with torch.inference_mode():
             visual = self.model.visual_tokens(panorama, links)
@@ -96,14 +108,13 @@ class PolicyAgent:
                 history = torch.zeros(1, 0, c.d_model)
             ages = torch.tensor([self.steps - i for i in chosen], dtype=torch.long)
             logits, self.hidden = self.model.step(
-                self._instruction, visual, history, ages, torch.zeros(1, len(chosen), dtype=torch.bool),
-                torch.from_numpy(rows)[None], query, self.hidden, previous,
+                self._instruction, self.model.subgoal_tokens(self._subgoals, panorama), visual, history, ages, torch.zeros(1, len(chosen), dtype=torch.bool),
+                torch.from_numpy(rows)[None], query, self.hidden,
             )
-            self.summaries.append(self.model.summary(panorama, links, previous))
+            self.summaries.append(self.model.summary(panorama, links))
         if self.memory_tokens:
             self.memory.write(embedding, position, self.steps, descriptor=self.codec.descriptor(panorama_np, heading))
         action = int(torch.argmax(logits[0, : self.num_actions]))
-        self.previous = action
         self.steps += 1
         return action
 
@@ -122,7 +133,7 @@ def build_policy_agent(cfg: DictConfig | dict[str, Any] | None = None, num_actio
     model, vocabulary, meta = load_policy(path)
     codec = ViewCodec(model.config.sectors, model.config.categories, float(meta["heading_weight"]))
     memory = memory_from_config(cfg, codec.dim, codec.descriptor_dim)
-    return PolicyAgent(model, vocabulary, codec, memory, num_actions, bool(cfg.memory_tokens))
+    return PolicyAgent(model, vocabulary, codec, memory, num_actions, meta["lexicon"], bool(cfg.memory_tokens))
 
 
 @register("policy")

@@ -3,6 +3,11 @@ memory entries retrieved for a step, as arrays (shared by data collection, train
 
 - :class:`Vocabulary`: lower-case words of the training instructions (``<pad>`` 0, ``<unk>`` 1).
 - :func:`link_bins`: the outgoing links as an ``(S,)`` occupancy of egocentric sectors.
+- :func:`subgoal_rows`: the instruction parsed into sub-goals (the modular agent's rule-based parser and
+  landmark lexicon, :mod:`vlnkit.agents.modular.language`) as ``(G, 7)`` integer rows, one per sub-goal:
+  action, direction, trigger, count, landmark category, gate category and the going-back flag, each
+  shifted by one so that 0 means "not said" (an all-zero row is padding). A parse says what to look for
+  in terms of the panorama's categories, which carries to unseen areas where the words do not.
 - :func:`memory_features`: the entries of a :class:`~vlnkit.memory.Retrieval` as ``(k, F)`` rows: the
   entry's embedding, its position relative to the agent in the agent's frame (metres / 50: x right,
   y ahead), its age in steps / 55 (-1 when the memory part keeps no step), whether it came from the
@@ -17,6 +22,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from vlnkit.agents.modular.language import ACTIONS, TRIGGERS, LandmarkLexicon, parse_instruction
 from vlnkit.memory import Retrieval
 
 UNK = 1
@@ -24,6 +30,17 @@ POSITION_SCALE_M = 50.0
 AGE_SCALE_STEPS = 55.0
 EXTRA_MEMORY_FEATURES = 5
 """Columns after the embedding in a memory row: x, y, age, from-LTM, valid."""
+DIRECTIONS = ("left", "right", "ahead", "behind", "around", "straight")
+"""Directions and sides a sub-goal can name (see :class:`~vlnkit.agents.modular.language.SubGoal`)."""
+MAX_COUNT = 10
+SUBGOAL_FIELDS = ("action", "direction", "at", "count", "category", "gate", "back")
+"""Columns of a :func:`subgoal_rows` row."""
+
+
+def subgoal_sizes(categories: int) -> tuple[int, ...]:
+    """How many ids each :data:`SUBGOAL_FIELDS` column takes (0, "not said", included)."""
+    return (len(ACTIONS) + 1, len(DIRECTIONS) + 1, len(TRIGGERS) + 1, MAX_COUNT + 2, categories + 1,
+            categories + 1, 2)
 
 
 def words(text: str) -> list[str]:
@@ -64,6 +81,24 @@ def link_bins(links: np.ndarray, heading: float, sectors: int = 8) -> np.ndarray
         if h >= 0.0:
             out[int(((h - heading) % 360.0 + width / 2.0) // width) % sectors] = 1.0
     return out
+
+
+def subgoal_rows(instruction: str, lexicon: LandmarkLexicon, max_goals: int) -> np.ndarray:
+    """``(max_goals, 7)`` int64 rows of the instruction's first ``max_goals`` parsed sub-goals (zeros after)."""
+    rows = np.zeros((max_goals, len(SUBGOAL_FIELDS)), dtype=np.int64)
+    for i, goal in enumerate(parse_instruction(instruction)[:max_goals]):
+        category = lexicon.category(goal.landmark)
+        gate = lexicon.category(goal.gate)
+        rows[i] = (
+            ACTIONS.index(goal.action) + 1,
+            DIRECTIONS.index(goal.direction) + 1 if goal.direction in DIRECTIONS else 0,
+            TRIGGERS.index(goal.at) + 1 if goal.at in TRIGGERS else 0,
+            min(max(goal.count, 0), MAX_COUNT) + 1,
+            category + 1 if category is not None else 0,
+            gate + 1 if gate is not None else 0,
+            int(goal.back),
+        )
+    return rows
 
 
 def memory_features(found: Retrieval, position: np.ndarray, heading: float, step: int, k: int,

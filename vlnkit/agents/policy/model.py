@@ -6,6 +6,9 @@ Per step ``t`` the policy builds its latents (keys and values of cross-attention
 - the instruction: ``instruction_slots`` tokens that learned queries read off the encoded words (one
   Transformer encoder layer over word and position embeddings, then one cross-attention), computed once
   per episode,
+- the parsed sub-goals (when ``subgoals`` > 0): one token per sub-goal of the plan, the sum of an
+  embedding per field (:func:`~vlnkit.agents.policy.features.subgoal_rows`) and of the sub-goal's place in
+  the plan (computed once per episode), plus what the current panorama shows of the categories it names,
 - the current panorama: one token per sector (the sector's category closeness and whether a street
   leaves in that direction, plus a sector embedding),
 - the history: a summary token per earlier step, of the ``recent`` latest steps and every ``stride``-th
@@ -13,9 +16,12 @@ Per step ``t`` the policy builds its latents (keys and values of cross-attention
 - memory tokens: the entries retrieved from Mem4Nav (:func:`~vlnkit.agents.policy.features.memory_features`)
   plus their cosine with the query, projected to the model width;
 
-and a few query tokens, the first built from the previous hidden state ``h_{t-1}`` and the previous
-action, run through ``layers`` blocks of self-attention, cross-attention to the latents and an MLP. The
-first query token's output is ``h_t`` and gives the action logits. The memory query is
+and a few query tokens, the first built from the previous hidden state ``h_{t-1}``, run through ``layers`` blocks of self-attention, cross-attention to the latents and an MLP. The
+first query token's output updates the recurrent state through a GRU cell, ``h_t = GRU(out, h_{t-1})``,
+which gives the action logits (the strided history alone skips steps, so counting intersections or
+landmarks since a sub-goal began needs a state that sees every step). The previous action is not an
+input: with it, imitation learns to copy the teacher's last action (right on most steps, so training
+accuracy looks high) and the policy never starts a turn or a stop on its own. The memory query is
 ``Linear([h_{t-1} ; mean visual token])``, in the memory's embedding space.
 """
 
@@ -27,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlnkit.agents.policy.features import EXTRA_MEMORY_FEATURES
+from vlnkit.agents.policy.features import EXTRA_MEMORY_FEATURES, subgoal_sizes
 
 
 @dataclass
@@ -49,6 +55,7 @@ class PolicyConfig:
     max_age: int = 64
     memory_tokens: int = 3
     instruction_slots: int = 8
+    subgoals: int = 12
     dropout: float = 0.0
 
 
@@ -91,24 +98,22 @@ class FlamePolicy(nn.Module):
         self.slot_norm = nn.LayerNorm(d)
         self.sector_in = nn.Linear(c.categories + 1, d)
         self.sector_embedding = nn.Embedding(c.sectors, d)
-        self.summary_in = nn.Linear(c.sectors * (c.categories + 1) + c.num_actions + 1, d)
+        self.summary_in = nn.Linear(c.sectors * (c.categories + 1), d)
         self.age_embedding = nn.Embedding(c.max_age + 1, d)
         self.memory_in = nn.Linear(c.memory_dim + EXTRA_MEMORY_FEATURES + 1, d)
-        self.kind = nn.Embedding(4, d)
-        self.action_embedding = nn.Embedding(c.num_actions + 1, d)
-        self.state_in = nn.Linear(2 * d, d)
+        self.subgoal_fields = nn.ModuleList(nn.Embedding(n, d, padding_idx=0) for n in subgoal_sizes(c.categories))
+        self.subgoal_position = nn.Embedding(max(c.subgoals, 1), d)
+        self.subgoal_view = nn.Linear(2 * c.sectors, d)
+        self.kind = nn.Embedding(5, d)
+        self.state_in = nn.Linear(d, d)
         self.query_slots = nn.Parameter(torch.zeros(c.queries - 1, d))
         self.memory_query_net = nn.Linear(2 * d, c.memory_dim)
         self.blocks = nn.ModuleList(_Block(d, c.heads, c.dropout) for _ in range(c.layers))
         self.norm_out = nn.LayerNorm(d)
+        self.recurrence = nn.GRUCell(d, d)
         self.head = nn.Linear(d, c.num_actions)
         nn.init.normal_(self.query_slots, std=0.02)
         nn.init.normal_(self.slot_queries, std=0.02)
-
-    @property
-    def no_action(self) -> int:
-        """The "previous action" id of an episode's first step."""
-        return self.config.num_actions
 
     def encode_instruction(self, word_ids: torch.Tensor) -> torch.Tensor:
         """The instruction's ``(B, instruction_slots, d)`` latent tokens for ``(B, L)`` word ids (0 = padding)."""
@@ -119,17 +124,40 @@ class FlamePolicy(nn.Module):
         slots = self.slot_attn(queries, words, words, key_padding_mask=pad, need_weights=False)[0]
         return self.slot_norm(queries + slots)
 
+    def encode_subgoals(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The static part of the sub-goal tokens ``(B, G, d)``, their padding mask ``(B, G)`` and the
+        categories they name ``(B, G, 2)`` (landmark and gate, ``-1`` for none) from ``(B, G, 7)`` sub-goal
+        rows (all-zero rows are padding; ``G`` is 0 when the policy reads no sub-goals). Computed once per
+        episode; :meth:`subgoal_tokens` adds what the current panorama shows of them."""
+        rows = rows[:, : self.config.subgoals]
+        tokens = sum(embed(rows[..., i]) for i, embed in enumerate(self.subgoal_fields))
+        positions = torch.arange(rows.shape[1], device=rows.device)
+        tokens = tokens + self.subgoal_position(positions)[None] + self.kind.weight[4]
+        return tokens, rows[..., 0] == 0, rows[..., [4, 5]] - 1
+
+    def subgoal_tokens(self, subgoals: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                       panorama: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This step's sub-goal tokens and padding: each static token (:meth:`encode_subgoals`) plus a
+        projection of the panorama's closeness, per sector, of the landmark and gate categories it names,
+        so "the cafe on your left" reads the cafe column of the current view directly."""
+        tokens, pad, categories = subgoals
+        b, g = categories.shape[:2]
+        if g == 0:
+            return tokens, pad
+        named = categories >= 0
+        index = categories.clamp(min=0).reshape(b, 1, g * 2).expand(-1, panorama.shape[1], -1)
+        seen = torch.gather(panorama, 2, index).reshape(b, -1, g, 2) * named[:, None].float()
+        return tokens + self.subgoal_view(seen.permute(0, 2, 3, 1).reshape(b, g, -1)), pad
+
     def visual_tokens(self, panorama: torch.Tensor, links: torch.Tensor) -> torch.Tensor:
         """Sector tokens ``(B, S, d)`` from panoramas ``(B, S, C)`` and link bins ``(B, S)``."""
         x = torch.cat([panorama, links[..., None]], dim=-1)
         sectors = torch.arange(self.config.sectors, device=panorama.device)
         return self.sector_in(x) + self.sector_embedding(sectors)[None] + self.kind.weight[1]
 
-    def summary(self, panorama: torch.Tensor, links: torch.Tensor, previous_action: torch.Tensor) -> torch.Tensor:
+    def summary(self, panorama: torch.Tensor, links: torch.Tensor) -> torch.Tensor:
         """The history token ``(B, d)`` of one step."""
-        flat = torch.cat([panorama, links[..., None]], dim=-1).flatten(1)
-        action = F.one_hot(previous_action, self.config.num_actions + 1).float()
-        return self.summary_in(torch.cat([flat, action], dim=-1))
+        return self.summary_in(torch.cat([panorama, links[..., None]], dim=-1).flatten(1))
 
     def memory_query(self, hidden: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         """``Linear([h_{t-1} ; mean visual token])``: the query ``(B, memory_dim)`` for memory retrieval."""
@@ -138,6 +166,7 @@ class FlamePolicy(nn.Module):
     def step(
         self,
         instruction: torch.Tensor,
+        subgoals: tuple[torch.Tensor, torch.Tensor],
         visual: torch.Tensor,
         history: torch.Tensor,
         history_ages: torch.Tensor,
@@ -145,11 +174,11 @@ class FlamePolicy(nn.Module):
         memory: torch.Tensor,
         query: torch.Tensor,
         hidden: torch.Tensor,
-        previous_action: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One decision: ``(logits (B, A), h_t (B, d))``.
 
-        ``history`` ``(B, H, d)`` are earlier summary tokens with ``history_ages`` ``(H,)`` (steps back)
+        ``instruction`` are the instruction's slots, ``subgoals`` this step's sub-goal tokens and padding
+        (:meth:`subgoal_tokens`); ``history`` ``(B, H, d)`` are earlier summary tokens with ``history_ages`` ``(H,)`` (steps back)
         and padding ``history_pad`` ``(B, H)``; ``memory`` ``(B, k, F)`` are memory rows (all-zero rows
         are padding); ``query`` the memory query of this step.
         """
@@ -159,13 +188,15 @@ class FlamePolicy(nn.Module):
         valid = memory[..., -1] > 0
         cosine = F.cosine_similarity(memory[..., : c.memory_dim], query[:, None, :], dim=-1, eps=1e-6)
         mem = self.memory_in(torch.cat([memory, (cosine * valid)[..., None]], dim=-1)) + self.kind.weight[3]
-        latents = torch.cat([instruction + self.kind.weight[0], visual, hist, mem], dim=1)
+        goals, goal_pad = subgoals
+        latents = torch.cat([instruction + self.kind.weight[0], goals, visual, hist, mem], dim=1)
         b = visual.shape[0]
-        fixed = torch.zeros(b, instruction.shape[1] + visual.shape[1], dtype=torch.bool, device=visual.device)
-        pad = torch.cat([fixed, history_pad, ~valid], dim=1)
-        state = self.state_in(torch.cat([hidden, self.action_embedding(previous_action)], dim=-1))
+        fixed = torch.zeros(b, instruction.shape[1], dtype=torch.bool, device=visual.device)
+        seen = torch.zeros(b, visual.shape[1], dtype=torch.bool, device=visual.device)
+        pad = torch.cat([fixed, goal_pad, seen, history_pad, ~valid], dim=1)
+        state = self.state_in(hidden)
         x = torch.cat([state[:, None, :], self.query_slots[None].expand(b, -1, -1)], dim=1)
         for block in self.blocks:
             x = block(x, latents, pad)
-        h = self.norm_out(x[:, 0])
+        h = self.recurrence(self.norm_out(x[:, 0]), hidden)
         return self.head(h), h
