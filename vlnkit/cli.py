@@ -255,6 +255,25 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    """``vlnkit experiment NAME [KEY=VALUE ...]`` (prints the result tables) and ``experiment --list``."""
+    from vlnkit.eval.experiments.runner import EXPERIMENTS, run_experiment
+
+    if args.list or args.name is None:
+        width = max(map(len, EXPERIMENTS)) + 2
+        for name, (_, about) in EXPERIMENTS.items():
+            print(f"{name:<{width}}{about}")
+        return 0 if args.list else 2
+    if args.name not in EXPERIMENTS:
+        print(f"vlnkit: error: unknown experiment {args.name!r}; expected one of: {', '.join(EXPERIMENTS)}",
+              file=sys.stderr)
+        return 2
+    run_dir = run_experiment(args.name, args.overrides)
+    print((run_dir / "results.md").read_text())
+    print(f"run folder: {run_dir}")
+    return 0
+
+
 def _cmd_serve_llm(args: argparse.Namespace) -> int:
     from vlnkit.agents.llm.server import serve_llm
 
@@ -337,6 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ablate", help="memory ablation: agents x memory variants x seeds (overrides of configs/ablate.yaml)")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=_cmd_ablate)
+
+    p = sub.add_parser("experiment", help="run a reproducible experiment (`vlnkit experiment --list`; overrides of "
+                                          "configs/experiment/NAME.yaml)")
+    p.add_argument("name", nargs="?", help="an experiment of `vlnkit experiment --list`")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--list", action="store_true", help="list the experiments")
+    p.set_defaults(func=_cmd_experiment)
 
     p = sub.add_parser("leaderboard", help="rank finished runs and write leaderboard.md / leaderboard.csv")
     p.add_argument("runs", nargs="+", help="run folders (each with metrics.json)")

@@ -22,9 +22,10 @@ def config_dir() -> str:
     return str(Path(__file__).resolve().parent / "configs")
 
 
-def load_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
+def load_config(name: str, overrides: Sequence[str] = (), folder: str | None = None) -> DictConfig:
     """Compose the config ``<name>.yaml`` with command-line style ``overrides``. ``agent=pkg.module:Class``
-    (a user's own agent) selects the ``custom`` agent config with that ``agent.name``."""
+    (a user's own agent) selects the ``custom`` agent config with that ``agent.name``. ``folder`` is a
+    subfolder of the configs whose files are composed as top-level configs (``experiment``)."""
     expanded: list[str] = []
     for override in overrides:
         key, sep, value = str(override).partition("=")
@@ -33,7 +34,8 @@ def load_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
         else:
             expanded.append(str(override))
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=config_dir(), version_base=None):
+    root = str(Path(config_dir()) / folder) if folder else config_dir()
+    with initialize_config_dir(config_dir=root, version_base=None):
         return compose(config_name=name, overrides=expanded)
 
 

@@ -104,8 +104,11 @@ def write_html_report(run_dir: str | Path, out: str | Path | None = None) -> Pat
     """Write the run's HTML report (default ``RUN/report.html``) and return its path."""
     run_dir = Path(run_dir)
     metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file() and (run_dir / "results.json").is_file():
+        return write_experiment_report(run_dir, out)
     if not metrics_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a finished run folder (no metrics.json)")
+        raise FileNotFoundError(f"{run_dir} is not a finished run folder (no metrics.json, nor an experiment's "
+                                "results.json)")
     metrics = json.loads(metrics_path.read_text())
     records = read_records(run_dir)
     cfg = metrics.get("config", {})
@@ -146,6 +149,39 @@ def write_html_report(run_dir: str | Path, out: str | Path | None = None) -> Pat
         parts.append("<h2>Figures</h2>")
         parts += [_figure(path.read_bytes(), str(path.relative_to(run_dir))) for path in figures]
     parts += ["<h2>Config</h2>", f"<pre>{html.escape(json.dumps(cfg, indent=2))}</pre>", "</body></html>"]
+    target = Path(out) if out is not None else run_dir / "report.html"
+    target.write_text("\n".join(parts), encoding="utf-8")
+    return target
+
+
+def write_experiment_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """The HTML page of a finished ``vlnkit experiment`` run folder (``results.json``): its identity, every
+    result table with its note, every plot and the config; written to ``out`` (default ``RUN/report.html``)."""
+    from vlnkit.eval.experiments.runner import format_cell
+
+    run_dir = Path(run_dir)
+    done = json.loads((run_dir / "results.json").read_text())
+    name = done.get("experiment", "experiment")
+    identity = [("run folder", str(run_dir)), ("seed", done.get("seed")), ("device", done.get("device")),
+                ("config hash", done.get("config_hash")), ("git commit", done.get("git_commit")),
+                *((f"{package} version", version) for package, version in (done.get("versions") or {}).items())]
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(name)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>Experiment: {html.escape(name)}</h1>",
+        _table(None, [(k, "" if v is None else v) for k, v in identity], text_columns=2),
+    ]
+    for table in done.get("tables", []):
+        parts.append(f"<h2>{html.escape(str(table['title']))}</h2>")
+        if table.get("note"):
+            parts.append(f"<p>{html.escape(str(table['note']))}</p>")
+        parts.append(_table(table["header"], [[format_cell(c) for c in row] for row in table["rows"]]))
+    figures = _figure_files(run_dir)
+    if figures:
+        parts.append("<h2>Figures</h2>")
+        parts += [_figure(path.read_bytes(), str(path.relative_to(run_dir))) for path in figures]
+    parts += ["<h2>Config</h2>", f"<pre>{html.escape(json.dumps(done.get('config', {}), indent=2))}</pre>",
+              "</body></html>"]
     target = Path(out) if out is not None else run_dir / "report.html"
     target.write_text("\n".join(parts), encoding="utf-8")
     return target
