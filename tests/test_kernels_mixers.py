@@ -18,7 +18,7 @@ from vlnkit.perception.kernels import (
 
 
 def test_registry_lists_all_mixers_and_rejects_unknown() -> None:
-    assert available_token_mixers() == ["anchor", "lightning", "longgen", "paro", "softmax", "sparsifiner"]
+    assert available_token_mixers() == ["anchor", "key_only", "lightning", "longgen", "mlp", "paro", "softmax", "sparsifiner", "taylor"]
     with pytest.raises(KeyError):
         create_token_mixer("nope")
     with pytest.raises(ValueError):

@@ -7,7 +7,9 @@ head splitting and the output projection stay in the transformer; only the token
     mixer = create_token_mixer(cfg.mixer.name, **cfg.mixer.params)   # e.g. name="lightning", num_heads=8
     out = mixer(q, k, v)
 
-Registered names: ``softmax`` (SDPA), ``lightning``, ``longgen``, ``anchor``, ``paro``, ``sparsifiner``.
+Registered names: ``softmax`` (SDPA), ``lightning``, ``longgen``, ``anchor``, ``paro``, ``sparsifiner``, and the
+relaxed variants of "Deconstructing Attention" (:mod:`.deconstructed`): ``mlp`` (no token mixing), ``taylor``
+(2nd-order Taylor kernel, "Approx") and ``key_only`` (key-position-only scores, "Non-approx").
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch import Tensor, nn
 from torch.nn.attention.flex_attention import BlockMask
 
 from .anchor import AnchorConfig, anchor_attention
+from .deconstructed import KeyOnlyMixer, MLPMixer, TaylorMixer
 from .lightning import lightning_attn, transnormer_slopes
 from .longgen import longgen_attention, longgen_block_mask, longgen_layer_schedule
 from .paro import ParoPlan, calibrate_paro, paro_attention
@@ -245,3 +248,8 @@ class SparsifinerMixer(nn.Module):
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         return self.attend(q, k, v).out
+
+
+register_token_mixer("mlp")(MLPMixer)
+register_token_mixer("taylor")(TaylorMixer)
+register_token_mixer("key_only")(KeyOnlyMixer)
