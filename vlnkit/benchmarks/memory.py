@@ -63,6 +63,16 @@ Keys (``{n}`` is ``1k``, ``10k``, ``100k``, ``1m`` or the size itself):
   find its leaf on both sides. ``octree_queries_per_s_vs_open3d`` is their ratio.
 * ``octree_batch_queries_per_s``: the same look-ups in one vectorised call, which open3d has no
   counterpart for.
+* Associative capacity (:mod:`vlnkit.memory.capacity`; absent when the memory has no LTM): how many
+  places an LTM of the benchmark's size and settings, freshly seeded with ``seed`` (as an agent without
+  ``ltm_weights`` has it), holds before recall@1 at revisits falls below 0.9, on the sizes 1, 2, 4, ...
+  ``ltm_capacity_max_places`` (each place one view, revisited with view noise 0.05 and 1 m of position
+  jitter; one trial): ``ltm_capacity_places`` reads through the LTM's query network, as agents do,
+  ``ltm_capacity_places_ideal_query`` with the token the revisit view would write (``R([0 ; v'])``), which
+  measures the token store alone; ``null`` means recall stayed above 0.9 up to ``ltm_capacity_max_places``.
+  ``hebbian_capacity_at_dim`` is the reference of the same width: the stored pairs a linear-attention
+  (Hebbian) memory with keys of size ``dim`` holds before the mean retrieval cosine falls below
+  ``1/sqrt 2`` (random unit keys and values, 2 trials; theory ``dim + 1``).
 """
 
 from __future__ import annotations
@@ -78,6 +88,8 @@ import faiss
 import numpy as np
 import torch
 
+from vlnkit.memory import capacity
+from vlnkit.memory.ltm import LongTermMemory
 from vlnkit.memory.mem4nav import Mem4NavConfig, Mem4NavMemory
 from vlnkit.memory.octree import SparseOctree
 
@@ -164,6 +176,7 @@ def run(
         result: dict[str, Any] = {"baseline": baseline, "dim": dim, "timed_steps": timed_steps}
         say = _progress if progress else _quiet
         result.update(_latencies(sorted(sizes), timed_steps, dim, seed, config, say))
+        result.update(capacity_figures(config or Mem4NavConfig(dim=dim), seed, say))
         against = " against open3d" if include_open3d else ""
         say(f"octree: {octree_points} points, {octree_queries} look-ups{against} ...")
         started = time.perf_counter()
@@ -222,6 +235,35 @@ def _latencies(
     out["octree_leaves"] = len(memory.octree) if memory.octree is not None else 0
     out["graph_nodes"] = len(memory.graph) if memory.graph is not None else 0
     out["ltm_tokens"] = len(memory.ltm) if memory.ltm is not None else 0
+    return out
+
+
+CAPACITY_MAX_PLACES = 256
+"""The largest number of places the capacity figures store."""
+
+
+def capacity_figures(config: Mem4NavConfig, seed: int = 0,
+                     say: Callable[[str], None] = _quiet) -> dict[str, Any]:
+    """The associative-capacity keys (see the module docstring) for a memory of ``config``; none without an
+    LTM."""
+    if not config.use_ltm:
+        return {}
+    started = time.perf_counter()
+    say(f"capacity: places an LTM of dim {config.dim} holds, up to {CAPACITY_MAX_PLACES} ...")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        ltm = LongTermMemory(config.dim, config.descriptor_dim, config.ltm)
+    out: dict[str, Any] = {}
+    for key, query in (("ltm_capacity_places", "network"), ("ltm_capacity_places_ideal_query", "token")):
+        places = capacity.ltm_place_capacity(ltm, CAPACITY_MAX_PLACES, trials=1, query=query, seed=seed)
+        out[key] = None if places is None else round(places, 2)
+    out["ltm_capacity_max_places"] = CAPACITY_MAX_PLACES
+    generator = torch.Generator().manual_seed(seed)
+    sizes = capacity.n_grid(2 * config.dim)
+    curves = capacity.capacity_curves(config.dim, config.dim, sizes, 2, generator, rules=["hebbian"])
+    hebbian = capacity.capacity_at(sizes, curves["hebbian"]["mean_cos"], capacity.THRESHOLDS["mean_cos"])
+    out["hebbian_capacity_at_dim"] = None if hebbian is None else round(hebbian, 2)
+    say(f"capacity: done in {time.perf_counter() - started:.1f} s")
     return out
 
 
