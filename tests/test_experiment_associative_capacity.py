@@ -13,12 +13,7 @@ TINY = ["d_k=[8,16]", "trials=2", "n_max_factor=4", "points_per_octave=2", "ltm.
         "++ltm.agent_settings.memory_overrides.ltm.depth=1"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # tests/conftest.py
 
 
 def test_tiny_run_writes_tables_plots_and_resumes_unit_by_unit(tmp_path):

@@ -13,12 +13,7 @@ from vlnkit.memory import capacity as cap
 from vlnkit.memory.ltm import LongTermMemory
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # tests/conftest.py
 
 
 def _gen(seed: int) -> torch.Generator:
