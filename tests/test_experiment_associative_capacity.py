@@ -4,7 +4,6 @@ are written, the controls hold, and an interrupted sweep recomputes only its unf
 import json
 
 import pytest
-import torch
 
 from vlnkit.eval.experiments.runner import run_experiment
 
