@@ -12,7 +12,7 @@ import torch
 from vlnkit.agents.base import create
 from vlnkit.agents.policy import agent as _registers  # noqa: F401  (registers "policy")
 from vlnkit.agents.policy.features import EXTRA_MEMORY_FEATURES, Vocabulary, link_bins, strided_history, subgoal_rows
-from vlnkit.agents.policy.model import FlamePolicy, PolicyConfig
+from vlnkit.agents.policy.model import FlamePolicy, MixerSelfAttention, PolicyConfig
 from vlnkit.agents.policy import train as train_module
 from vlnkit.agents.policy.train import train_policy
 from vlnkit.config import load_config
@@ -40,16 +40,21 @@ def test_forward_shapes_and_memory_query_gradient() -> None:
     rows[:, 0] = torch.tensor([4, 1, 1, 2, 0, 0, 0])    # turn left at the first intersection
     rows[0, 1] = torch.tensor([5, 0, 8, 2, 3, 0, 0])    # stop at the landmark of category 2
     static = model.encode_subgoals(rows)
-    subgoals = model.subgoal_tokens(static, panorama)
+    subgoals = model.subgoal_tokens(static, panorama, links)
     assert subgoals[0].shape == (b, config.subgoals, 16) and subgoals[1][:, :2].tolist() == [[False, False],
                                                                                              [False, True]]
     # A sub-goal token reads the current view's column of the category it names, and no other column.
     other = panorama.clone()
     other[..., [0, 1, 3, 4]] = torch.rand(b, 8, 4)
-    torch.testing.assert_close(model.subgoal_tokens(static, other)[0], subgoals[0])
+    torch.testing.assert_close(model.subgoal_tokens(static, other, links)[0], subgoals[0])
+    # It also reads where streets leave: a new link bin moves every real sub-goal token.
+    street = links.clone()
+    street[:, 2] = 1.0
+    turned = model.subgoal_tokens(static, panorama, street)[0]
+    assert not torch.allclose(turned[0, 0], subgoals[0][0, 0]) and not torch.allclose(turned[1, 0], subgoals[0][1, 0])
     cafe = panorama.clone()
     cafe[..., 2] = torch.rand(b, 8)
-    moved = model.subgoal_tokens(static, cafe)[0]
+    moved = model.subgoal_tokens(static, cafe, links)[0]
     assert not torch.allclose(moved[0, 1], subgoals[0][0, 1])
     torch.testing.assert_close(moved[:, 0], subgoals[0][:, 0])
     ages = torch.tensor([1, 2, 6])
@@ -66,6 +71,36 @@ def test_forward_shapes_and_memory_query_gradient() -> None:
     logits[0].sum().backward()
     assert model.memory_query_net.weight.grad.abs().sum() > 0   # the query learns through the memory tokens
     assert model.subgoal_fields[4].weight.grad[3].abs().sum() > 0   # and the sub-goal's category reaches the logits
+
+
+def test_mixer_self_attention_with_softmax_equals_multihead_attention() -> None:
+    torch.manual_seed(0)
+    reference = torch.nn.MultiheadAttention(16, 4, batch_first=True)
+    mixed = MixerSelfAttention(16, 4, "softmax")
+    with torch.no_grad():
+        mixed.in_proj.weight.copy_(reference.in_proj_weight)
+        mixed.in_proj.bias.copy_(reference.in_proj_bias)
+        mixed.out_proj.load_state_dict(reference.out_proj.state_dict())
+    x = torch.randn(3, 5, 16)
+    torch.testing.assert_close(mixed(x, x, x)[0], reference(x, x, x, need_weights=False)[0])
+    assert sum(p.numel() for p in mixed.parameters()) == sum(p.numel() for p in reference.parameters())
+
+
+@pytest.mark.parametrize("mixer", ["mlp", "taylor", "key_only"])
+def test_hybrid_policy_swaps_only_the_self_attention(mixer: str) -> None:
+    sizes = dict(vocab_size=20, categories=5, memory_dim=48, num_actions=4, d_model=16, heads=2, layers=2)
+    standard, hybrid = FlamePolicy(PolicyConfig(**sizes)), FlamePolicy(PolicyConfig(**sizes, self_mixer=mixer))
+    assert sum(p.numel() for p in hybrid.parameters()) == sum(p.numel() for p in standard.parameters())
+    assert all(isinstance(block.self_attn, MixerSelfAttention) for block in hybrid.blocks)
+    assert all(isinstance(block.cross_attn, torch.nn.MultiheadAttention) for block in hybrid.blocks)
+    x = torch.randn(2, 4, 16)
+    out = hybrid.blocks[0].self_attn(x, x, x)[0]
+    moved = x.clone()
+    moved[:, 2] += torch.randn(2, 16)
+    changed = (hybrid.blocks[0].self_attn(moved, moved, moved)[0] - out).abs().amax(-1)
+    # No token mixing: only the perturbed query changes; every other mixer lets it reach query 0.
+    assert (changed[:, 0] < 1e-6).all() == (mixer == "mlp")
+    assert (changed[:, 2] > 1e-6).all()
 
 
 def test_subgoal_rows_of_a_parsed_instruction() -> None:

@@ -108,7 +108,7 @@ class PolicyAgent:
                 history = torch.zeros(1, 0, c.d_model)
             ages = torch.tensor([self.steps - i for i in chosen], dtype=torch.long)
             logits, self.hidden = self.model.step(
-                self._instruction, self.model.subgoal_tokens(self._subgoals, panorama), visual, history, ages, torch.zeros(1, len(chosen), dtype=torch.bool),
+                self._instruction, self.model.subgoal_tokens(self._subgoals, panorama, links), visual, history, ages, torch.zeros(1, len(chosen), dtype=torch.bool),
                 torch.from_numpy(rows)[None], query, self.hidden,
             )
             self.summaries.append(self.model.summary(panorama, links))

@@ -8,7 +8,8 @@ Per step ``t`` the policy builds its latents (keys and values of cross-attention
   per episode,
 - the parsed sub-goals (when ``subgoals`` > 0): one token per sub-goal of the plan, the sum of an
   embedding per field (:func:`~vlnkit.agents.policy.features.subgoal_rows`) and of the sub-goal's place in
-  the plan (computed once per episode), plus what the current panorama shows of the categories it names,
+  the plan (computed once per episode), plus what the current panorama shows of the categories it names
+  and where streets leave,
 - the current panorama: one token per sector (the sector's category closeness and whether a street
   leaves in that direction, plus a sector embedding),
 - the history: a summary token per earlier step, of the ``recent`` latest steps and every ``stride``-th
@@ -34,11 +35,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlnkit.agents.policy.features import EXTRA_MEMORY_FEATURES, subgoal_sizes
+from vlnkit.perception.kernels.mixers import create_token_mixer
 
 
 @dataclass
 class PolicyConfig:
-    """Sizes of a :class:`FlamePolicy`."""
+    """Sizes of a :class:`FlamePolicy`.
+
+    ``self_mixer`` names the token mixer (:func:`~vlnkit.perception.kernels.mixers.create_token_mixer`,
+    non-causal) of the self-attention over the query tokens. Counting a block's self- and cross-attention as
+    two layers, the self-attentions are the odd ones, so any other name gives the "hybrid" schedule of
+    "Deconstructing Attention" (cheap odd layers, 50% standard layers): the cross-attention to the latents
+    always stays standard softmax attention.
+    """
 
     vocab_size: int
     categories: int
@@ -57,15 +66,38 @@ class PolicyConfig:
     instruction_slots: int = 8
     subgoals: int = 12
     dropout: float = 0.0
+    self_mixer: str = "softmax"
+
+
+class MixerSelfAttention(nn.Module):
+    """Multi-head self-attention whose token mixing is a registered mixer (``mixer``, non-causal): the
+    projections of :class:`torch.nn.MultiheadAttention` (as many parameters) around
+    ``create_token_mixer(mixer, causal=False)``. Called like it: ``attn(x, x, x)[0]`` is the output."""
+
+    def __init__(self, d: int, heads: int, mixer: str) -> None:
+        super().__init__()
+        if d % heads:
+            raise ValueError(f"d_model {d} is not divisible by heads {heads}")
+        self.heads = heads
+        self.in_proj = nn.Linear(d, 3 * d)
+        self.out_proj = nn.Linear(d, d)
+        self.mixer = create_token_mixer(mixer, causal=False)
+
+    def forward(self, x: torch.Tensor, *_: torch.Tensor, **__: object) -> tuple[torch.Tensor, None]:
+        b, n, d = x.shape
+        q, k, v = self.in_proj(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        return self.out_proj(self.mixer(q, k, v).transpose(1, 2).reshape(b, n, d)), None
 
 
 class _Block(nn.Module):
-    """Pre-norm self-attention over the queries, cross-attention to the latents, then an MLP."""
+    """Pre-norm self-attention over the queries (``self_mixer``), cross-attention to the latents, then an
+    MLP."""
 
-    def __init__(self, d: int, heads: int, dropout: float) -> None:
+    def __init__(self, d: int, heads: int, dropout: float, self_mixer: str = "softmax") -> None:
         super().__init__()
         self.norm_self = nn.LayerNorm(d)
-        self.self_attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.self_attn = (nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+                          if self_mixer == "softmax" else MixerSelfAttention(d, heads, self_mixer))
         self.norm_query = nn.LayerNorm(d)
         self.norm_latent = nn.LayerNorm(d)
         self.cross_attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
@@ -103,12 +135,12 @@ class FlamePolicy(nn.Module):
         self.memory_in = nn.Linear(c.memory_dim + EXTRA_MEMORY_FEATURES + 1, d)
         self.subgoal_fields = nn.ModuleList(nn.Embedding(n, d, padding_idx=0) for n in subgoal_sizes(c.categories))
         self.subgoal_position = nn.Embedding(max(c.subgoals, 1), d)
-        self.subgoal_view = nn.Linear(2 * c.sectors, d)
+        self.subgoal_view = nn.Sequential(nn.Linear(3 * c.sectors, d), nn.GELU(), nn.Linear(d, d))
         self.kind = nn.Embedding(5, d)
         self.state_in = nn.Linear(d, d)
         self.query_slots = nn.Parameter(torch.zeros(c.queries - 1, d))
         self.memory_query_net = nn.Linear(2 * d, c.memory_dim)
-        self.blocks = nn.ModuleList(_Block(d, c.heads, c.dropout) for _ in range(c.layers))
+        self.blocks = nn.ModuleList(_Block(d, c.heads, c.dropout, c.self_mixer) for _ in range(c.layers))
         self.norm_out = nn.LayerNorm(d)
         self.recurrence = nn.GRUCell(d, d)
         self.head = nn.Linear(d, c.num_actions)
@@ -136,10 +168,11 @@ class FlamePolicy(nn.Module):
         return tokens, rows[..., 0] == 0, rows[..., [4, 5]] - 1
 
     def subgoal_tokens(self, subgoals: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-                       panorama: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """This step's sub-goal tokens and padding: each static token (:meth:`encode_subgoals`) plus a
-        projection of the panorama's closeness, per sector, of the landmark and gate categories it names,
-        so "the cafe on your left" reads the cafe column of the current view directly."""
+                       panorama: torch.Tensor, links: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This step's sub-goal tokens and padding: each static token (:meth:`encode_subgoals`) plus a small
+        MLP of the panorama's closeness, per sector, of the landmark and gate categories it names and of the
+        link bins ``(B, S)``, so "turn left at the cafe" reads, in one token, both where the cafe is in the
+        current view and whether a street leaves on that side."""
         tokens, pad, categories = subgoals
         b, g = categories.shape[:2]
         if g == 0:
@@ -147,7 +180,9 @@ class FlamePolicy(nn.Module):
         named = categories >= 0
         index = categories.clamp(min=0).reshape(b, 1, g * 2).expand(-1, panorama.shape[1], -1)
         seen = torch.gather(panorama, 2, index).reshape(b, -1, g, 2) * named[:, None].float()
-        return tokens + self.subgoal_view(seen.permute(0, 2, 3, 1).reshape(b, g, -1)), pad
+        seen = seen.permute(0, 2, 3, 1).reshape(b, g, -1)
+        view = torch.cat([seen, links[:, None].expand(-1, g, -1)], dim=-1)
+        return tokens + self.subgoal_view(view), pad
 
     def visual_tokens(self, panorama: torch.Tensor, links: torch.Tensor) -> torch.Tensor:
         """Sector tokens ``(B, S, d)`` from panoramas ``(B, S, C)`` and link bins ``(B, S)``."""

@@ -263,7 +263,7 @@ def episode_losses(model: FlamePolicy, batch: dict[str, torch.Tensor], use_memor
         ages = torch.tensor([step - i for i in chosen], dtype=torch.long)
         history_pad = torch.zeros(b, len(chosen), dtype=torch.bool)
         memory = batch["memory"][:, step] * use_memory[:, None, None]
-        goals = model.subgoal_tokens(subgoals, batch["panorama"][:, step])
+        goals = model.subgoal_tokens(subgoals, batch["panorama"][:, step], batch["links"][:, step])
         logits, hidden = model.step(instruction, goals, visual, history, ages, history_pad, memory, query, hidden)
         labels = batch["label"][:, step]
         nll = nll + (F.cross_entropy(logits, labels, weight=weights, reduction="none") * valid).sum()
