@@ -65,6 +65,14 @@ def test_runner_with_two_episodes():
     assert "in-process" in result["baseline"]
 
 
+def test_policy_mixer_times_each_mixer_against_softmax():
+    result = run_benchmark("policy_mixer", mixers=["mlp"], batch=2, history=3, repeats=2)
+    _figures(result, ["softmax_ms_per_decision", "mlp_ms_per_decision", "mlp_train_ms_per_decision",
+                      "mlp_ms_vs_softmax"])
+    assert result["softmax_ms_vs_softmax"] == 1.0 and "softmax" in result["baseline"]
+    assert result["mlp_parameters"] == result["softmax_parameters"]   # the swap keeps the parameter count
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only answer")
 def test_attention_is_skipped_without_a_gpu(capsys):
     assert main(["bench", "attention", "--ns", "1024"]) == 0
