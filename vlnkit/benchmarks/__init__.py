@@ -36,7 +36,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "vlncm_asp": ("vlnkit.benchmarks.vlncm_asp", "spot predictor precision/recall vs the generators' ground truth"),
     "vlncm_views": ("vlnkit.benchmarks.vlncm_views", "view-selection accuracy of each scorer vs chance"),
     "perception_flicker": ("vlnkit.benchmarks.perception_flicker", "learned street labels' flicker along routes with FloAt vs without"),
-    "policy_mixer": ("vlnkit.benchmarks.policy_mixer", "FLAME policy ms per decision per self-attention token mixer vs softmax"),
+    "policy_attention": ("vlnkit.benchmarks.policy_attention", "FLAME policy ms per decision per self-attention mixer vs softmax; attention hook cost"),
     "perception": ("vlnkit.benchmarks.perception", "backbones: params, GMACs, 12-view panorama ms vs rendering it, train images/s"),
 }
 """Benchmark name -> (module, one-line description), in the order ``vlnkit bench all`` runs them."""

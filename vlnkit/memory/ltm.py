@@ -44,6 +44,7 @@ from torch import nn
 
 from vlnkit.memory.index import TokenIndex
 from vlnkit.memory.reversible import GELU_SCALE, NumpyReversible, ReversibleTransformer, scaled_gelu
+from vlnkit.perception.attention.hook import probes_of
 
 _INT_OBJECT_BYTES = 36
 
@@ -122,13 +123,16 @@ class LTMModel(nn.Module):
 
     def inference(self) -> NumpyInference | TorchInference:
         """What reads and writes run: :class:`NumpyInference` when every parameter is a float32 CPU tensor,
-        else :class:`TorchInference`.
+        else :class:`TorchInference`; also :class:`TorchInference` while an attention probe
+        (:mod:`vlnkit.perception.attention`) sits on a layer of ``r``, which the numpy path would bypass.
 
         The numpy snapshot is rebuilt whenever a parameter may have changed: an in-place update (an
         optimiser step, ``copy_``; seen through the tensors' version counters), ``load_state_dict`` or a
         conversion of this module (``.to``, ``.double``). Rebinding a parameter's ``.data`` by hand or
         converting a submodule alone is not seen; call :meth:`load_state_dict` or ``.to`` on the model.
         """
+        if any(probes_of(layer) for layer in self.r.layers):
+            return TorchInference(self)
         versions = sum(map(_VERSION, self._watched))
         if self._inference is None or versions != self._versions:
             self._watched = list(self.parameters())

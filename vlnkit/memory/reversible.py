@@ -7,8 +7,8 @@ sub-tokens of width ``dim / seq_len``. Every layer is an additive coupling
 
 so the inverse is exact by construction (``x2 = y2 - MLP(y1)``, ``x1 = y1 - Attn(x2)``), up to floating
 point rounding. ``Attn`` is pre-norm multi-head self-attention over the sub-tokens (torch's
-``scaled_dot_product_attention``, with a learned per-position bias on the projections so sub-tokens are
-distinguishable); ``MLP`` is a pre-norm two-layer perceptron applied to every sub-token. Nothing random
+``scaled_dot_product_attention`` through :func:`vlnkit.perception.attention.attend`, so probes can see
+it, with a learned per-position bias on the projections so sub-tokens are distinguishable); ``MLP`` is a pre-norm two-layer perceptron applied to every sub-token. Nothing random
 sits in the coupling path (no dropout), so ``inverse(forward(x)) == x`` holds in training mode too.
 
 R runs once per memory flush on a handful of tokens, where per-operator overhead dominates, so the layers
@@ -26,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vlnkit.perception.attention.hook import AttentionSite, attend
 
 
 class _Tensors(NamedTuple):
@@ -46,8 +48,10 @@ class _Tensors(NamedTuple):
     down_bias: torch.Tensor
 
 
-class _Coupling(nn.Module):
-    """Parameters of one coupling layer: the attention block ``Attn`` and the perceptron ``MLP``."""
+class _Coupling(nn.Module, AttentionSite):
+    """Parameters of one coupling layer: the attention block ``Attn`` and the perceptron ``MLP``. An
+    attention site of :mod:`vlnkit.perception.attention` (probes see its sub-token attention, in the forward
+    and in the inverse pass)."""
 
     def __init__(self, width: int, seq_len: int, heads: int, head_dim: int, hidden: int) -> None:
         super().__init__()
@@ -112,25 +116,26 @@ class ReversibleTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``R(x)`` for tokens ``x`` of shape ``(..., 2 * dim)``."""
         batch, x1, x2 = self._halves(x)
-        for layer in self._layer_tensors():
-            x1 = x1 + self._attention(layer, x2, batch)
+        for module, layer in zip(self.layers, self._layer_tensors()):
+            x1 = x1 + self._attention(module, layer, x2, batch)
             x2 = x2 + self._mlp(layer, x1)
         return self._join(x1, x2, x.shape)
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         """``R^-1(y)``: undo the layers in reverse order."""
         batch, y1, y2 = self._halves(y)
-        for layer in reversed(self._layer_tensors()):
+        for module, layer in zip(reversed(self.layers), reversed(self._layer_tensors())):
             y2 = y2 - self._mlp(layer, y1)
-            y1 = y1 - self._attention(layer, y2, batch)
+            y1 = y1 - self._attention(module, layer, y2, batch)
         return self._join(y1, y2, y.shape)
 
-    def _attention(self, t: _Tensors, x: torch.Tensor, batch: int) -> torch.Tensor:
-        """``Attn`` on sub-tokens ``x`` of shape ``(batch * seq_len, width)``."""
+    def _attention(self, site: _Coupling, t: _Tensors, x: torch.Tensor, batch: int) -> torch.Tensor:
+        """``Attn`` on sub-tokens ``x`` of shape ``(batch * seq_len, width)`` of the layer ``site``."""
         normed = F.layer_norm(x, (self.width,), t.attn_norm_weight, t.attn_norm_bias)
         qkv = F.linear(normed, t.qkv_weight, t.qkv_bias).view(batch, self.seq_len, -1) + t.position
         q, k, v = qkv.view(batch, self.seq_len, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        mixed = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch * self.seq_len, -1)
+        mixed = attend(site, q, k, v, inputs=normed.view(batch, self.seq_len, -1))
+        mixed = mixed.transpose(1, 2).reshape(batch * self.seq_len, -1)
         return F.linear(mixed, t.proj_weight, t.proj_bias)
 
     def _mlp(self, t: _Tensors, x: torch.Tensor) -> torch.Tensor:

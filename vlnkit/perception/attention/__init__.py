@@ -1,0 +1,21 @@
+"""The attention toolkit: one capture-and-intervene hook on every vlnkit transformer (:mod:`.hook`), also on
+``transformers`` models such as SmolLM2 (:mod:`.hf`)."""
+
+from vlnkit.perception.attention.hook import (
+    AttentionCall,
+    AttentionSite,
+    Capture,
+    HookedEncoderLayer,
+    HookedMultiheadAttention,
+    Probe,
+    any_probes,
+    attach,
+    attend,
+    probes_of,
+    sites,
+    unhooked,
+)
+
+__all__ = ["AttentionCall", "AttentionSite", "Capture", "HookedEncoderLayer", "HookedMultiheadAttention", "Probe",
+           "any_probes", "attach", "attend", "probes_of", "sites",
+           "unhooked"]

@@ -1,0 +1,327 @@
+"""The attention capture-and-intervene hook: one function every vlnkit attention calls, and probes.
+
+Every attention module of vlnkit computes its token mixing through :func:`attend`. With no probe attached
+to the module, :func:`attend` is the module's fast path (SDPA unless the module passes its own), the same
+call as before the hook existed, so outputs are bitwise unchanged. While a :class:`Probe` is attached (by
+:func:`attach`, a context manager that selects modules by name pattern), :func:`attend` runs an eager path
+that exposes, per head, the pre-softmax logits after the mask, the probabilities and the head outputs
+before the output projection, and lets the probe edit each of them in that order
+(``on_logits`` -> softmax in float32 -> ``on_probs`` -> dropout -> ``@ v`` -> ``on_heads``). Each call also
+carries the module's query input and a token segment map (:class:`AttentionCall`).
+
+Sites (modules that :func:`attach` can select) are the :class:`AttentionSite` modules: the policy's
+:class:`HookedMultiheadAttention` (a drop-in :class:`torch.nn.MultiheadAttention`), its instruction encoder
+layer (:class:`HookedEncoderLayer`) and the reversible LTM Transformer's layers; the attention modules of a
+``transformers`` model (SmolLM2) through :mod:`vlnkit.perception.attention.hf`.
+
+    with attach(policy, "blocks.*.cross_attn", capture := Capture()):
+        policy.step(...)
+    capture.calls["blocks.0.cross_attn"][0].probs     # (B, heads, queries, latents)
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import math
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+PROBES_ATTR = "_vlnkit_probes"
+"""Attribute of a module that holds the probes attached to it (absent when none)."""
+
+
+@dataclass
+class AttentionCall:
+    """What a probe knows about one attention call.
+
+    ``site`` is the module's name in the model :func:`attach` was given; ``inputs`` the module's query input
+    ``(B, N_q, C)`` (after the layer's pre-norm; None where the module has none to give); ``key_segments``
+    and ``query_segments`` name token ranges of the keys and the queries (e.g. ``instruction``,
+    ``view0`` ... ``view7``, ``memory``), empty where the module does not know them.
+    """
+
+    site: str
+    inputs: Tensor | None = None
+    key_segments: dict[str, slice] = field(default_factory=dict)
+    query_segments: dict[str, slice] = field(default_factory=dict)
+
+
+class Probe:
+    """Sees, and may edit, the attention calls of the sites it is attached to.
+
+    Override any hook; returning a tensor replaces the value (same shape), returning None keeps it. Shapes:
+    logits and probabilities ``(B, H, N_q, N_k)``, head outputs ``(B, H, N_q, E)``. Masked logits are
+    ``-inf`` when ``on_logits`` sees them.
+    """
+
+    def on_logits(self, call: AttentionCall, logits: Tensor) -> Tensor | None:
+        """The scaled scores after the mask, before softmax."""
+        return None
+
+    def on_probs(self, call: AttentionCall, probs: Tensor) -> Tensor | None:
+        """The attention probabilities (rows sum to 1 unless an earlier probe changed that)."""
+        return None
+
+    def on_heads(self, call: AttentionCall, heads: Tensor) -> Tensor | None:
+        """The per-head outputs ``probs @ v`` before heads are merged and projected."""
+        return None
+
+
+class Capture(Probe):
+    """Records every call's logits, probabilities and head outputs (detached), per site, in call order."""
+
+    @dataclass
+    class Record:
+        """One captured call."""
+
+        call: AttentionCall
+        logits: Tensor | None = None
+        probs: Tensor | None = None
+        heads: Tensor | None = None
+
+    def __init__(self) -> None:
+        self.calls: dict[str, list[Capture.Record]] = defaultdict(list)
+
+    def on_logits(self, call: AttentionCall, logits: Tensor) -> None:
+        self.calls[call.site].append(Capture.Record(call, logits=logits.detach()))
+
+    def on_probs(self, call: AttentionCall, probs: Tensor) -> None:
+        self.calls[call.site][-1].probs = probs.detach()
+
+    def on_heads(self, call: AttentionCall, heads: Tensor) -> None:
+        self.calls[call.site][-1].heads = heads.detach()
+
+
+class AttentionSite:
+    """Marker base of the modules :func:`attach` may select; their attention goes through :func:`attend`."""
+
+
+def probes_of(module: nn.Module) -> list[Probe]:
+    """The probes attached to ``module`` (empty when none)."""
+    return getattr(module, PROBES_ATTR, None) or []
+
+
+def any_probes(model: nn.Module) -> bool:
+    """Whether any site inside ``model`` has a probe attached."""
+    return any(probes_of(m) for m in model.modules())
+
+
+def attend(
+    module: nn.Module,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    attn_mask: Tensor | None = None,
+    key_padding_mask: Tensor | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    inputs: Tensor | None = None,
+    key_segments: dict[str, slice] | None = None,
+    query_segments: dict[str, slice] | None = None,
+) -> Tensor:
+    """Attention of per-head ``q`` ``(B, H, N_q, D)``, ``k`` ``(B, H, N_k, D)``, ``v`` ``(B, H, N_k, E)`` for
+    the site ``module``: ``(B, H, N_q, E)``.
+
+    ``attn_mask`` follows SDPA (boolean True = may attend, or an additive float mask broadcastable to
+    ``(B, H, N_q, N_k)``); ``key_padding_mask`` ``(B, N_k)`` is True at padding keys; ``is_causal`` aligns
+    queries to the end of the keys. Without probes this is ``F.scaled_dot_product_attention`` (the key
+    padding folded into a boolean mask), otherwise the eager path of the module docstring, which applies
+    ``dropout_p`` only while ``module.training``.
+    """
+    probes = probes_of(module)
+    n_q, n_k = q.shape[-2], k.shape[-2]
+    if not probes:
+        if is_causal and (n_q != n_k or attn_mask is not None or key_padding_mask is not None):
+            attn_mask = _with(attn_mask, _causal(n_q, n_k, q.device))   # SDPA's own is_causal is top-left
+            is_causal = False
+        if key_padding_mask is not None:
+            attn_mask = _with(attn_mask, ~key_padding_mask[:, None, None, :])
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+                                              scale=scale)
+    call = AttentionCall(getattr(module, "_vlnkit_site", type(module).__name__), inputs,
+                         key_segments or {}, query_segments or {})
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    logits = (q @ k.transpose(-1, -2)).float() * scale
+    if is_causal:
+        logits = logits.masked_fill(~_causal(n_q, n_k, q.device), float("-inf"))
+    if attn_mask is not None:
+        logits = logits.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else logits + attn_mask
+    if key_padding_mask is not None:
+        logits = logits.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+    for probe in probes:
+        logits = _edit(probe.on_logits(call, logits), logits, "logits")
+    probs = logits.softmax(dim=-1).nan_to_num(0.0).to(q.dtype)   # a row with no visible key: zeros, as SDPA
+    for probe in probes:
+        probs = _edit(probe.on_probs(call, probs), probs, "probs")
+    if dropout_p and module.training:
+        probs = F.dropout(probs, dropout_p)
+    heads = probs @ v
+    for probe in probes:
+        heads = _edit(probe.on_heads(call, heads), heads, "heads")
+    return heads
+
+
+def _causal(n_q: int, n_k: int, device: torch.device) -> Tensor:
+    """``(n_q, n_k)`` True where query i may see key j: queries aligned to the end of the keys."""
+    return torch.ones(n_q, n_k, dtype=torch.bool, device=device).tril(n_k - n_q)
+
+
+def _with(mask: Tensor | None, keep: Tensor) -> Tensor:
+    """``mask`` (SDPA convention) with the positions outside boolean ``keep`` also masked."""
+    if mask is None:
+        return keep
+    return mask & keep if mask.dtype == torch.bool else mask.masked_fill(~keep, float("-inf"))
+
+
+def _edit(new: Tensor | None, old: Tensor, what: str) -> Tensor:
+    """A probe's replacement for ``old`` (``old`` when it returned None), checked for shape."""
+    if new is None:
+        return old
+    if new.shape != old.shape:
+        raise ValueError(f"a probe returned {what} of shape {tuple(new.shape)}; expected {tuple(old.shape)}")
+    return new
+
+
+def unhooked(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` with every hooked module turned back into its torch class: the model as it
+    would be without the hook (for the tests and benchmarks that compare against it)."""
+    plain = copy.deepcopy(model)
+    for m in plain.modules():
+        if isinstance(m, HookedMultiheadAttention):
+            m.__class__ = nn.MultiheadAttention
+        elif isinstance(m, HookedEncoderLayer):
+            m.__class__ = nn.TransformerEncoderLayer
+    return plain
+
+
+def sites(model: nn.Module) -> dict[str, nn.Module]:
+    """Every attention site inside ``model`` by its module name (``""`` for ``model`` itself)."""
+    from vlnkit.perception.attention.hf import is_hf_attention
+
+    return {name: m for name, m in model.named_modules() if isinstance(m, AttentionSite) or is_hf_attention(m)}
+
+
+@contextmanager
+def attach(model: nn.Module, pattern: str, *probes: Probe) -> Iterator[list[str]]:
+    """Attach ``probes`` to the sites of ``model`` whose names match the ``fnmatch`` ``pattern`` (``"*"``:
+    all) for the ``with`` block; yields the matched names. Raises ValueError, naming the sites, when
+    nothing matches. Attachments nest; leaving the block removes exactly these probes."""
+    found = sites(model)
+    chosen = {name: m for name, m in found.items() if fnmatch.fnmatchcase(name, pattern)}
+    if not chosen:
+        raise ValueError(f"no attention site of {type(model).__name__} matches {pattern!r}; sites: {sorted(found)}")
+    from vlnkit.perception.attention.hf import probing
+
+    with probing(model, chosen):
+        for name, m in chosen.items():
+            setattr(m, PROBES_ATTR, [*probes_of(m), *probes])
+            m._vlnkit_site = name
+        try:
+            yield sorted(chosen)
+        finally:
+            for m in chosen.values():
+                left = probes_of(m)[: len(probes_of(m)) - len(probes)]
+                if left:
+                    setattr(m, PROBES_ATTR, left)
+                else:
+                    delattr(m, PROBES_ATTR)
+
+
+class HookedMultiheadAttention(nn.MultiheadAttention, AttentionSite):
+    """:class:`torch.nn.MultiheadAttention` (``batch_first`` only, same parameters and state-dict keys)
+    whose attention goes through :func:`attend` while probes are attached; without them it is
+    ``nn.MultiheadAttention.forward`` itself. ``key_segments`` and ``query_segments`` may be set by the
+    owning model before a call for the probes' segment map."""
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0) -> None:
+        super().__init__(embed_dim, num_heads, dropout=dropout, batch_first=True)
+        self.key_segments: dict[str, slice] = {}
+        self.query_segments: dict[str, slice] = {}
+
+    @classmethod
+    def adopt(cls, module: nn.MultiheadAttention) -> HookedMultiheadAttention:
+        """``module`` itself made hookable in place (its class changed, its parameters kept), so a model that
+        builds a torch layer and adopts its attention draws the same random initialisation as before."""
+        if not module.batch_first:
+            raise ValueError("HookedMultiheadAttention supports batch_first attention only")
+        module.__class__ = cls
+        module.key_segments, module.query_segments = {}, {}
+        return module  # type: ignore[return-value]
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None = None,
+                need_weights: bool = True, attn_mask: Tensor | None = None, average_attn_weights: bool = True,
+                is_causal: bool = False) -> tuple[Tensor, Tensor | None]:
+        if not probes_of(self):
+            return super().forward(query, key, value, key_padding_mask=key_padding_mask, need_weights=need_weights,
+                                   attn_mask=attn_mask, average_attn_weights=average_attn_weights,
+                                   is_causal=is_causal)
+        b, n_q, d = query.shape
+        h = self.num_heads
+        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None, None, None)
+
+        def heads(x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
+            return F.linear(x, w, bias).reshape(x.shape[0], x.shape[1], h, d // h).transpose(1, 2)
+
+        if attn_mask is not None and attn_mask.dtype == torch.bool:
+            attn_mask = ~attn_mask              # nn.MultiheadAttention: True = may not attend
+        if key_padding_mask is not None and key_padding_mask.dtype != torch.bool:
+            key_padding_mask = key_padding_mask.isinf()
+        captured: dict[str, Tensor] = {}
+        recorder = _ProbsRecorder(captured) if need_weights else None
+        if recorder is not None:
+            setattr(self, PROBES_ATTR, [*probes_of(self), recorder])
+        try:
+            out = attend(self, heads(query, w_q, b_q), heads(key, w_k, b_k), heads(value, w_v, b_v),
+                         attn_mask=attn_mask, key_padding_mask=key_padding_mask, is_causal=is_causal and attn_mask is None,
+                         dropout_p=self.dropout, inputs=query, key_segments=self.key_segments,
+                         query_segments=self.query_segments)
+        finally:
+            if recorder is not None:
+                setattr(self, PROBES_ATTR, probes_of(self)[:-1])
+        out = self.out_proj(out.transpose(1, 2).reshape(b, n_q, d))
+        if not need_weights:
+            return out, None
+        probs = captured["probs"]
+        return out, probs.mean(dim=1) if average_attn_weights else probs
+
+
+class _ProbsRecorder(Probe):
+    """Keeps the final probabilities of a call, for ``need_weights``."""
+
+    def __init__(self, into: dict[str, Tensor]) -> None:
+        self.into = into
+
+    def on_probs(self, call: AttentionCall, probs: Tensor) -> None:
+        self.into["probs"] = probs
+
+
+class HookedEncoderLayer(nn.TransformerEncoderLayer):
+    """:class:`torch.nn.TransformerEncoderLayer` (``batch_first``) whose ``self_attn`` is adopted as a
+    :class:`HookedMultiheadAttention` (same parameters and initialisation). Without probes it is the parent's forward (fast path included); with probes on its
+    ``self_attn`` it runs the layer's Python path, which the fused fast path would bypass."""
+
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, norm_first: bool) -> None:
+        super().__init__(d_model, nhead, dim_feedforward, dropout, batch_first=True, norm_first=norm_first)
+        HookedMultiheadAttention.adopt(self.self_attn)
+
+    def forward(self, src: Tensor, src_mask: Tensor | None = None, src_key_padding_mask: Tensor | None = None,
+                is_causal: bool = False) -> Tensor:
+        if not probes_of(self.self_attn):
+            return super().forward(src, src_mask=src_mask, src_key_padding_mask=src_key_padding_mask,
+                                   is_causal=is_causal)
+        x = src
+        if self.norm_first:
+            x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal=is_causal)
+            return x + self._ff_block(self.norm2(x))
+        x = self.norm1(x + self._sa_block(x, src_mask, src_key_padding_mask, is_causal=is_causal))
+        return self.norm2(x + self._ff_block(x))
