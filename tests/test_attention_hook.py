@@ -17,6 +17,7 @@ from vlnkit.perception.attention import (
     Probe,
     attach,
     attend,
+    hook_torch_attention,
     probes_of,
     sites,
     unhooked,
@@ -207,3 +208,63 @@ def test_probes_on_a_tiny_llama_act_on_query_heads_after_repeat_kv() -> None:
         assert not torch.allclose(zeroed, reference, atol=1e-3)
         assert model.config._attn_implementation == "sdpa"
         assert torch.equal(model(ids).logits, reference)
+
+
+SMALL_BACKBONES_WITH_SITES = {"cswin_nano": 7, "dependencyvit_nano": 4, "pp_mobileseg_tiny": 4, "sparsifiner_tiny": 2}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_BACKBONES_WITH_SITES))
+def test_backbone_attention_sites_capture_maps_and_edits_reach_the_features(name: str, one_torch_thread: None) -> None:
+    from vlnkit.perception.backbones import create_model
+
+    torch.manual_seed(6)
+    model = create_model(name).eval()
+    assert len(sites(model)) == SMALL_BACKBONES_WITH_SITES[name]
+    x = torch.randn(1, 3, *model.default_input_size)
+    with torch.no_grad():
+        for p in model.parameters():   # as if trained: the zero- and 1e-6-initialised branches open
+            p.add_(0.1 * torch.randn_like(p))
+        reference = model(x)
+        capture = Capture()
+        with attach(model, "*", capture) as names:
+            captured = model(x)
+        assert torch.equal(captured, reference)        # reading changes nothing
+        assert set(capture.calls) == set(names)
+        for records in capture.calls.values():
+            for record in records:
+                torch.testing.assert_close(record.probs.sum(-1), torch.ones(record.probs.shape[:-1]))
+                assert record.heads is not None and record.heads.shape[:3] == record.probs.shape[:3]
+        with attach(model, "*", _ZeroHeads()):
+            edited = model(x)
+    assert (edited - reference).abs().max() > 1e-6   # the edit is in the data path (zero if it were not)
+
+
+def test_hook_torch_attention_keeps_the_initialisation_and_sees_encoder_and_decoder_attention() -> None:
+    def build() -> nn.Module:
+        torch.manual_seed(7)
+        return nn.ModuleDict({
+            "encoder": nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, 0.0, batch_first=True), 2,
+                                             enable_nested_tensor=False),
+            "decoder": nn.TransformerDecoder(nn.TransformerDecoderLayer(16, 2, 32, 0.0, batch_first=True), 1),
+        }).eval()
+
+    plain, model = build(), hook_torch_attention(build())
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), model.state_dict().values()))
+    assert sorted(sites(model)) == ["decoder.layers.0.multihead_attn", "decoder.layers.0.self_attn",
+                                    "encoder.layers.0.self_attn", "encoder.layers.1.self_attn"]
+    src, tgt = torch.randn(2, 5, 16), torch.randn(2, 3, 16)
+    pad = torch.tensor([[False] * 5, [False] * 3 + [True] * 2])
+
+    def run(m: nn.Module) -> torch.Tensor:
+        memory = m["encoder"](src, src_key_padding_mask=pad)
+        return m["decoder"](tgt, memory, tgt_mask=nn.Transformer.generate_square_subsequent_mask(3),
+                            memory_key_padding_mask=pad)
+
+    with torch.inference_mode():
+        reference = run(plain)
+        assert torch.equal(run(model), reference)
+        capture = Capture()
+        with attach(model, "*attn", capture):
+            torch.testing.assert_close(run(model), reference, atol=1e-5, rtol=1e-5)
+    assert (capture.calls["decoder.layers.0.self_attn"][0].probs.triu(1) == 0).all()       # the causal tgt_mask
+    assert (capture.calls["decoder.layers.0.multihead_attn"][0].probs[1, :, :, 3:] == 0).all()   # padded memory

@@ -1,18 +1,29 @@
 """The attention capture-and-intervene hook: one function every vlnkit attention calls, and probes.
 
-Every attention module of vlnkit computes its token mixing through :func:`attend`. With no probe attached
-to the module, :func:`attend` is the module's fast path (SDPA unless the module passes its own), the same
-call as before the hook existed, so outputs are bitwise unchanged. While a :class:`Probe` is attached (by
-:func:`attach`, a context manager that selects modules by name pattern), :func:`attend` runs an eager path
-that exposes, per head, the pre-softmax logits after the mask, the probabilities and the head outputs
-before the output projection, and lets the probe edit each of them in that order
-(``on_logits`` -> softmax in float32 -> ``on_probs`` -> dropout -> ``@ v`` -> ``on_heads``). Each call also
-carries the module's query input and a token segment map (:class:`AttentionCall`).
+Every attention module of vlnkit computes its token mixing through :func:`attend`, or, where its math is
+its own (windowed, axial, reversed attention), passes its logits, probabilities and head outputs through
+:func:`probe_logits`, :func:`probe_probs` and :func:`probe_heads`. With no probe attached to the module,
+:func:`attend` is SDPA, the same call as before the hook existed, and the ``probe_*`` functions return
+their input, so outputs are bitwise unchanged. While a :class:`Probe` is attached (by :func:`attach`, a
+context manager that selects modules by name pattern), :func:`attend` runs an eager path that exposes, per
+head, the pre-softmax logits after the mask, the probabilities and the head outputs before the output
+projection, and lets the probe edit each of them in that order (``on_logits`` -> softmax in float32 ->
+``on_probs`` -> dropout -> ``@ v`` -> ``on_heads``). Each call also carries the module's query input and
+a token segment map (:class:`AttentionCall`) where the module knows them.
 
-Sites (modules that :func:`attach` can select) are the :class:`AttentionSite` modules: the policy's
-:class:`HookedMultiheadAttention` (a drop-in :class:`torch.nn.MultiheadAttention`), its instruction encoder
-layer (:class:`HookedEncoderLayer`) and the reversible LTM Transformer's layers; the attention modules of a
-``transformers`` model (SmolLM2) through :mod:`vlnkit.perception.attention.hf`.
+Sites (modules that :func:`attach` can select) are the :class:`AttentionSite` modules:
+
+- the policy's attentions (:class:`HookedMultiheadAttention`, a drop-in :class:`torch.nn.MultiheadAttention`)
+  and its instruction encoder layer (:class:`HookedEncoderLayer`), with segment maps;
+- the reversible LTM Transformer's layers (whose numpy fast path steps aside while probed);
+- the backbones' attentions: CSWin's ``LePEAttention``, PP-MobileSeg's ``StridedSeaAttention``,
+  DependencyViT's ``ReversedAttention``, Sparsifiner's ``SparsifinerAttention``; the readout head's ``ReadoutAttention``; OAT's encoder and decoder
+  (:func:`hook_torch_attention`);
+- the attention modules of a ``transformers`` model (SmolLM2), through :mod:`vlnkit.perception.attention.hf`.
+
+Not sites: the token mixers of :mod:`vlnkit.perception.kernels.mixers` (lightning, longgen, anchor, paro and
+the deconstructed variants; linear, block-sparse or fused) form no softmax map over tokens to expose, and OverLoCK's dynamic kernels are
+per-pixel convolution weights; the tiny CLIP has no attention.
 
     with attach(policy, "blocks.*.cross_attn", capture := Capture()):
         policy.step(...)
@@ -92,19 +103,27 @@ class Capture(Probe):
     def on_logits(self, call: AttentionCall, logits: Tensor) -> None:
         self.calls[call.site].append(Capture.Record(call, logits=logits.detach()))
 
+    def _current(self, call: AttentionCall, stage: str) -> Capture.Record:
+        """The record of this call: the site's last one unless it already holds ``stage`` (a module may
+        report only some stages)."""
+        records = self.calls[call.site]
+        if not records or getattr(records[-1], stage) is not None:
+            records.append(Capture.Record(call))
+        return records[-1]
+
     def on_probs(self, call: AttentionCall, probs: Tensor) -> None:
-        self.calls[call.site][-1].probs = probs.detach()
+        self._current(call, "probs").probs = probs.detach()
 
     def on_heads(self, call: AttentionCall, heads: Tensor) -> None:
-        self.calls[call.site][-1].heads = heads.detach()
+        self._current(call, "heads").heads = heads.detach()
 
 
 class AttentionSite:
     """Marker base of the modules :func:`attach` may select; their attention goes through :func:`attend`."""
 
 
-def probes_of(module: nn.Module) -> list[Probe]:
-    """The probes attached to ``module`` (empty when none)."""
+def probes_of(module: nn.Module | None) -> list[Probe]:
+    """The probes attached to ``module`` (empty when none, or when ``module`` is None)."""
     return getattr(module, PROBES_ATTR, None) or []
 
 
@@ -147,8 +166,7 @@ def attend(
             attn_mask = _with(attn_mask, ~key_padding_mask[:, None, None, :])
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
                                               scale=scale)
-    call = AttentionCall(getattr(module, "_vlnkit_site", type(module).__name__), inputs,
-                         key_segments or {}, query_segments or {})
+    call = AttentionCall(_site_name(module), inputs, key_segments or {}, query_segments or {})
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     logits = (q @ k.transpose(-1, -2)).float() * scale
     if is_causal:
@@ -157,17 +175,43 @@ def attend(
         logits = logits.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else logits + attn_mask
     if key_padding_mask is not None:
         logits = logits.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
-    for probe in probes:
-        logits = _edit(probe.on_logits(call, logits), logits, "logits")
-    probs = logits.softmax(dim=-1).nan_to_num(0.0).to(q.dtype)   # a row with no visible key: zeros, as SDPA
-    for probe in probes:
-        probs = _edit(probe.on_probs(call, probs), probs, "probs")
+    logits = probe_logits(module, logits, call)
+    probs = probe_probs(module, logits.softmax(dim=-1).nan_to_num(0.0).to(q.dtype), call)  # no visible key: 0
     if dropout_p and module.training:
         probs = F.dropout(probs, dropout_p)
-    heads = probs @ v
+    return probe_heads(module, probs @ v, call)
+
+
+def _site_name(module: nn.Module) -> str:
+    return getattr(module, "_vlnkit_site", type(module).__name__)
+
+
+def _run(stage: str, module: nn.Module | None, value: Tensor, call: AttentionCall | None) -> Tensor:
+    """Pass ``value`` through the ``stage`` hook of each probe on ``module``, in order."""
+    probes = probes_of(module)
+    if not probes:
+        return value
+    call = call or AttentionCall(_site_name(module))
     for probe in probes:
-        heads = _edit(probe.on_heads(call, heads), heads, "heads")
-    return heads
+        value = _edit(getattr(probe, stage)(call, value), value, stage.removeprefix("on_"))
+    return value
+
+
+def probe_logits(module: nn.Module | None, logits: Tensor, call: AttentionCall | None = None) -> Tensor:
+    """``logits`` as the probes on ``module`` leave them (``logits`` itself when none is attached): for
+    attention modules with their own math, called on the masked pre-softmax scores."""
+    return _run("on_logits", module, logits, call)
+
+
+def probe_probs(module: nn.Module | None, probs: Tensor, call: AttentionCall | None = None) -> Tensor:
+    """``probs`` as the probes on ``module`` leave them; called on the attention probabilities."""
+    return _run("on_probs", module, probs, call)
+
+
+def probe_heads(module: nn.Module | None, heads: Tensor, call: AttentionCall | None = None) -> Tensor:
+    """``heads`` as the probes on ``module`` leave them; called on the per-head outputs before the heads
+    are merged and projected."""
+    return _run("on_heads", module, heads, call)
 
 
 def _causal(n_q: int, n_k: int, device: torch.device) -> Tensor:
@@ -180,6 +224,18 @@ def _with(mask: Tensor | None, keep: Tensor) -> Tensor:
     if mask is None:
         return keep
     return mask & keep if mask.dtype == torch.bool else mask.masked_fill(~keep, float("-inf"))
+
+
+def hook_torch_attention(model: nn.Module) -> nn.Module:
+    """Make every :class:`torch.nn.MultiheadAttention` (``batch_first``) and
+    :class:`torch.nn.TransformerEncoderLayer` inside ``model`` a site, in place (classes changed, parameters
+    and their initialisation kept); returns ``model``."""
+    for m in model.modules():
+        if type(m) is nn.TransformerEncoderLayer:
+            m.__class__ = HookedEncoderLayer
+        elif type(m) is nn.MultiheadAttention:
+            HookedMultiheadAttention.adopt(m)
+    return model
 
 
 def _edit(new: Tensor | None, old: Tensor, what: str) -> Tensor:

@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vlnkit.perception.attention.hook import AttentionSite, probe_heads, probe_logits, probe_probs
 from vlnkit.perception.backbones.base import Backbone, FeatureInfo
 from vlnkit.perception.backbones.layers import DropPath, init_weights_trunc_normal
 from vlnkit.perception.backbones.registry import register_model
@@ -72,8 +73,10 @@ def _pad_hw(x: Tensor, top: int, bottom: int, left: int, right: int, circular_w:
     return x
 
 
-class LePEAttention(nn.Module):
-    """Multi-head attention of one CSWin branch over its windows, plus the per-window LePE (``lepe``).
+class LePEAttention(nn.Module, AttentionSite):
+    """Multi-head attention of one CSWin branch over its windows, plus the per-window LePE (``lepe``). An
+    attention site (:mod:`vlnkit.perception.attention`): probes see ``(B * windows, heads, tokens, tokens)``
+    maps and the head outputs with the LePE added.
 
     Args:
         dim: channels of the branch (half the block's channels for a stripe branch, all for the global one).
@@ -131,9 +134,9 @@ class LePEAttention(nn.Module):
 
         qw, kw, vw = windows(q), windows(k), windows(v)
         lepe = self.lepe(_pad_hw(vw, 1, 1, 1, 1, self.circular and w_sp == w))
-        attn = (heads(qw) * self.scale) @ heads(kw).transpose(-2, -1)
-        attn = self.attn_drop(attn.softmax(dim=-1))
-        out = attn @ heads(vw) + heads(lepe)
+        attn = probe_logits(self, (heads(qw) * self.scale) @ heads(kw).transpose(-2, -1))
+        attn = self.attn_drop(probe_probs(self, attn.softmax(dim=-1)))
+        out = probe_heads(self, attn @ heads(vw) + heads(lepe))
         out = out.transpose(-2, -1).reshape(b, n_h, n_w, c, h_sp, w_sp).permute(0, 1, 4, 2, 5, 3)
         out = out.reshape(b, h + pad_h, w + pad_w, c)
         return out[:, top : top + h, left : left + w]

@@ -78,21 +78,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vlnkit.perception.attention.hook import AttentionSite, probe_heads, probe_logits, probe_probs
 from vlnkit.perception.backbones.base import Backbone, FeatureInfo
 from vlnkit.perception.backbones.layers import DropPath, init_weights_trunc_normal
 from vlnkit.perception.backbones.registry import register_model
 
 
-def reversed_attention(q: Tensor, k: Tensor, v: Tensor, p: Tensor, m: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+def reversed_attention(q: Tensor, k: Tensor, v: Tensor, p: Tensor, m: Tensor, scale: float,
+                       site: nn.Module | None = None) -> tuple[Tensor, Tensor]:
     """Reversed attention of one layer: ``o_j^h = sum_i A_R^h[j, i] v_i^h`` with
     ``A_R^h[j, i] = A_F^h[i, j] p_ih m_i`` and ``A_F^h = softmax_rows(Q^h K^hT * scale)``.
 
     ``q, k, v``: ``(B, H, N, d)``; ``p``: ``(B, N, H)`` head selector; ``m``: ``(B, N)`` message controller.
     Returns the per-head outputs ``(B, H, N, d)`` and ``A_F`` ``(B, H, N, N)`` (indexed ``[b, h, i, j]``).
+    With ``site``, the probes attached to it (:mod:`vlnkit.perception.attention`) see and may edit the
+    logits and ``A_F`` (the forward map, before it is transposed) and the head outputs.
     """
-    attn = (q @ k.transpose(-2, -1) * scale).softmax(dim=-1)
     weights = p.transpose(1, 2) * m.unsqueeze(1)
-    return attn.transpose(-2, -1) @ (v * weights.unsqueeze(-1)), attn
+    attn = probe_probs(site, probe_logits(site, q @ k.transpose(-2, -1) * scale).softmax(dim=-1))
+    return probe_heads(site, attn.transpose(-2, -1) @ (v * weights.unsqueeze(-1))), attn
 
 
 def dependency_mask(attn: Tensor, p: Tensor, m: Tensor) -> Tensor:
@@ -174,8 +178,9 @@ class AttentionOutput:
     p: Tensor
 
 
-class ReversedAttention(nn.Module):
-    """Multi-head reversed attention with its per-block head selector ``p`` and message controller ``m``."""
+class ReversedAttention(nn.Module, AttentionSite):
+    """Multi-head reversed attention with its per-block head selector ``p`` and message controller ``m``; an
+    attention site of :mod:`vlnkit.perception.attention`."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = False, head_temperature: float = 0.1) -> None:
         super().__init__()
@@ -209,7 +214,7 @@ class ReversedAttention(nn.Module):
         q, k, v = self.qkv(z).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         p = self.head_probabilities(z)
         m = m_prev * self.message_gate(z)
-        heads, attn = reversed_attention(q, k, v, p, m, self.scale)
+        heads, attn = reversed_attention(q, k, v, p, m, self.scale, site=self)
         return AttentionOutput(self.proj(heads.transpose(1, 2).reshape(b, n, c)), m, attn, p)
 
 

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vlnkit.perception.attention.hook import AttentionSite, probe_heads, probe_logits, probe_probs
 from vlnkit.perception.backbones.base import Backbone, FeatureInfo
 from vlnkit.perception.backbones.layers import DropPath, make_divisible
 from vlnkit.perception.backbones.registry import register_model
@@ -150,8 +151,9 @@ class ResidualUnit(nn.Module):
         return x + y if self.use_shortcut else y
 
 
-class StridedSeaAttention(nn.Module):
-    """Strided squeeze-enhanced axial (SEA) attention.
+class StridedSeaAttention(nn.Module, AttentionSite):
+    """Strided squeeze-enhanced axial (SEA) attention. An attention site (:mod:`vlnkit.perception.attention`):
+    probes see the row branch's, then the column branch's axial maps.
 
     With ``xs = BN(DW3x3_stride2(x))`` (``H = ceil(H0 / 2)``), ``q, k = BN(1x1(xs))`` (``n d_k`` channels) and
     ``v = BN(1x1(xs))`` (``n r d_k`` channels):
@@ -209,8 +211,8 @@ class StridedSeaAttention(nn.Module):
         q = q.reshape(b, n, self.key_dim, length).transpose(-1, -2)
         k = k.reshape(b, n, self.key_dim, length)
         v = v.reshape(b, n, self.value_dim, length).transpose(-1, -2)
-        attn = torch.softmax(torch.matmul(q, k) * self.scale, dim=-1)
-        return torch.matmul(attn, v).transpose(-1, -2).reshape(b, n * self.value_dim, length)
+        attn = probe_probs(self, torch.softmax(probe_logits(self, torch.matmul(q, k) * self.scale), dim=-1))
+        return probe_heads(self, torch.matmul(attn, v)).transpose(-1, -2).reshape(b, n * self.value_dim, length)
 
     def detail_features(self, xs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``q, k, v`` of the strided map ``xs`` and the detail-enhancement map ``D``."""

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vlnkit.perception.attention.hook import AttentionSite
 from vlnkit.perception.backbones.base import Backbone, FeatureInfo
 from vlnkit.perception.backbones.layers import DropPath, init_weights_trunc_normal
 from vlnkit.perception.backbones.registry import register_model
@@ -41,9 +42,10 @@ from vlnkit.perception.kernels.sparsifiner import (
 TrainingPhase = Literal["attn_recon", "cls_distill"]
 
 
-class SparsifinerAttention(nn.Module):
+class SparsifinerAttention(nn.Module, AttentionSite):
     """Multi-head self-attention with a per-layer :class:`MaskPredictor` (``mask_predictor``): qkv projection,
-    :func:`sparsifiner_attention` on the heads, output projection."""
+    :func:`sparsifiner_attention` on the heads, output projection. An attention site of
+    :mod:`vlnkit.perception.attention`."""
 
     def __init__(
         self,
@@ -78,7 +80,7 @@ class SparsifinerAttention(nn.Module):
     def forward(self, x: Tensor, mode: AttentionMode) -> tuple[Tensor, SparsifinerAttentionOutput]:
         """Attention output [B, N, C] and the per-head attention record of this call."""
         q, k, v = self.split_heads(x)
-        result = sparsifiner_attention(q, k, v, self.mask_predictor, self.keep_rate, mode)
+        result = sparsifiner_attention(q, k, v, self.mask_predictor, self.keep_rate, mode, site=self)
         b, _, n, _ = result.out.shape
         return self.proj(result.out.transpose(1, 2).reshape(b, n, -1)), result
 

@@ -42,6 +42,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from vlnkit.perception.attention.hook import AttentionSite, probe_heads, probe_logits, probe_probs
 from vlnkit.perception.backbones.layers import count_parameters
 
 __all__ = [
@@ -116,8 +117,9 @@ def bearing_from_attention(attn: Tensor, width: int, origin: float = 0.0) -> Ten
     return torch.rad2deg(torch.atan2(sin, cos)) % 360.0
 
 
-class ReadoutAttention(nn.Module):
-    """Multi-head attention with separate q / k / v / output projections that also returns its weights.
+class ReadoutAttention(nn.Module, AttentionSite):
+    """Multi-head attention with separate q / k / v / output projections that also returns its weights. An
+    attention site of :mod:`vlnkit.perception.attention` (probes act before ``edit``).
 
     ``forward(query (B, L, d), key (B, N, d), value (B, N, d))`` -> output ``(B, L, d)`` and the softmax
     weights ``(B, heads, L, N)`` (before attention dropout), as DETR's ``nn.MultiheadAttention`` computes them.
@@ -146,10 +148,10 @@ class ReadoutAttention(nn.Module):
         logits = q @ k.transpose(-2, -1) / math.sqrt(head_dim)
         if mask is not None:
             logits = logits.masked_fill(~mask, float("-inf"))
-        weights = torch.softmax(logits, dim=-1)
+        weights = probe_probs(self, torch.softmax(probe_logits(self, logits), dim=-1))
         if edit is not None:
             weights = edit(weights)
-        out = (self.dropout(weights) @ v).transpose(1, 2).reshape(b, length, dim)
+        out = probe_heads(self, self.dropout(weights) @ v).transpose(1, 2).reshape(b, length, dim)
         return self.out_proj(out), weights
 
 

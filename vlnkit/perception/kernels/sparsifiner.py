@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vlnkit.perception.attention.hook import probe_heads, probe_logits, probe_probs
+
 AttentionMode = Literal["dense", "sparse"]
 ATTENTION_MODES: tuple[str, ...] = ("dense", "sparse")
 
@@ -130,15 +132,16 @@ def connectivity_mask(approximation: Tensor, budget: int) -> Tensor:
 
 
 def masked_softmax_attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, site: nn.Module | None = None
 ) -> tuple[Tensor, Tensor]:
     """``A = softmax(mask(q kᵀ · scale, ~M → −∞))`` with NaNs (fully masked rows) set to 0; returns (A v, A).
-    ``mask=None`` is dense attention."""
+    ``mask=None`` is dense attention. The probes attached to ``site`` (:mod:`vlnkit.perception.attention`)
+    see and may edit the masked logits, ``A`` and ``A v``."""
     logits = (q @ k.transpose(-2, -1)) * scale
     if mask is not None:
         logits = logits.masked_fill(~mask, float("-inf"))
-    attn = logits.softmax(dim=-1).nan_to_num()
-    return attn @ v, attn
+    attn = probe_probs(site, probe_logits(site, logits).softmax(dim=-1).nan_to_num())
+    return probe_heads(site, attn @ v), attn
 
 
 @dataclass
@@ -162,13 +165,15 @@ def sparsifiner_attention(
     keep_rate: float,
     mode: AttentionMode = "sparse",
     scale: float | None = None,
+    site: nn.Module | None = None,
 ) -> SparsifinerAttentionOutput:
     """Sparsifiner attention of per-head q, k [B, H, N, D] and v [B, H, N, E].
 
     ``"sparse"``: ``Â`` from the inference basis, ``M = top-k_keys(Â)`` with ``k = ⌈keep_rate · N⌉`` (CLS row
     dense, detached) and masked softmax attention. ``"dense"`` (teacher / attention-reconstruction phase): dense
     softmax attention, ``Â`` from the signed recon basis for the reconstruction loss. ``scale`` defaults to
-    ``D^-0.5``. Nothing is stored on the modules.
+    ``D^-0.5``. Nothing is stored on the modules. ``site``: the attention module whose probes see the
+    masked softmax (:func:`masked_softmax_attention`).
     """
     check_mode(mode)
     if q.shape[1] != predictor.num_heads:
@@ -177,5 +182,5 @@ def sparsifiner_attention(
     sparse = mode == "sparse"
     approximation = predictor(q, k, inference_basis=sparse)
     mask = connectivity_mask(approximation, attention_budget(keep_rate, k.shape[-2])) if sparse else None
-    out, attn = masked_softmax_attention(q, k, v, mask, scale)
+    out, attn = masked_softmax_attention(q, k, v, mask, scale, site)
     return SparsifinerAttentionOutput(out, attn, approximation, mask)
