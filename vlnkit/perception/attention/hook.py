@@ -53,13 +53,15 @@ class AttentionCall:
     """What a probe knows about one attention call.
 
     ``site`` is the module's name in the model :func:`attach` was given; ``inputs`` the module's query input
-    ``(B, N_q, C)`` (after the layer's pre-norm; None where the module has none to give); ``key_segments``
+    ``(B, N_q, C)`` and ``key_inputs`` its key input ``(B, N_k, C)`` (after the layer's pre-norm; None where
+    the module has none to give); ``key_segments``
     and ``query_segments`` name token ranges of the keys and the queries (e.g. ``instruction``,
     ``view0`` ... ``view7``, ``memory``), empty where the module does not know them.
     """
 
     site: str
     inputs: Tensor | None = None
+    key_inputs: Tensor | None = None
     key_segments: dict[str, slice] = field(default_factory=dict)
     query_segments: dict[str, slice] = field(default_factory=dict)
 
@@ -144,6 +146,7 @@ def attend(
     scale: float | None = None,
     dropout_p: float = 0.0,
     inputs: Tensor | None = None,
+    key_inputs: Tensor | None = None,
     key_segments: dict[str, slice] | None = None,
     query_segments: dict[str, slice] | None = None,
 ) -> Tensor:
@@ -166,7 +169,8 @@ def attend(
             attn_mask = _with(attn_mask, ~key_padding_mask[:, None, None, :])
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
                                               scale=scale)
-    call = AttentionCall(_site_name(module), inputs, key_segments or {}, query_segments or {})
+    call = AttentionCall(_site_name(module), inputs, inputs if key_inputs is None else key_inputs, key_segments or {},
+                         query_segments or {})
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     logits = (q @ k.transpose(-1, -2)).float() * scale
     if is_causal:
@@ -339,7 +343,7 @@ class HookedMultiheadAttention(nn.MultiheadAttention, AttentionSite):
         try:
             out = attend(self, heads(query, w_q, b_q), heads(key, w_k, b_k), heads(value, w_v, b_v),
                          attn_mask=attn_mask, key_padding_mask=key_padding_mask, is_causal=is_causal and attn_mask is None,
-                         dropout_p=self.dropout, inputs=query, key_segments=self.key_segments,
+                         dropout_p=self.dropout, inputs=query, key_inputs=key, key_segments=self.key_segments,
                          query_segments=self.query_segments)
         finally:
             if recorder is not None:
