@@ -16,16 +16,18 @@ gives them); it refuses to start an episode without them (:class:`~vlnkit.agents
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from vlnkit.agents.base import register, require_feature_panorama
 from vlnkit.agents.memory_support import ViewCodec, load_agent_config, memory_from_config
 from vlnkit.agents.modular.language import LandmarkLexicon
+from vlnkit.agents.policy.attention import PolicyAttention
 from vlnkit.agents.policy.features import (
     EXTRA_MEMORY_FEATURES,
     Vocabulary,
@@ -50,13 +52,16 @@ class PolicyAgent:
         num_actions: the environment's action count (actions the policy was not trained on are never taken).
         lexicon: landmark phrases -> categories for the sub-goals (the one the policy was trained with).
         memory_tokens: whether retrieved entries reach the policy.
+        attention: the ``attention`` block of the agent config: training-free interventions on the policy's
+            cross-attention (:mod:`vlnkit.agents.policy.attention`); None: none.
     """
 
     uses_info = False
     reads_panorama = True
 
     def __init__(self, model: FlamePolicy, vocabulary: Vocabulary, codec: ViewCodec, memory: Mem4NavMemory,
-                 num_actions: int, lexicon: LandmarkLexicon, memory_tokens: bool = True) -> None:
+                 num_actions: int, lexicon: LandmarkLexicon, memory_tokens: bool = True,
+                 attention: Mapping[str, Any] | None = None) -> None:
         self.model = model.eval()
         self.vocabulary = vocabulary
         self.codec = codec
@@ -65,6 +70,7 @@ class PolicyAgent:
         self.memory_tokens = bool(memory_tokens) and bool(memory.parts)
         self.lexicon = lexicon
         self._instruction: torch.Tensor | None = None
+        self.attention = PolicyAttention(self.model, attention)
 
     def reset(self, observation: dict[str, Any], info: dict[str, Any] | None, seed: int) -> None:
         """Encode the instruction and empty the memory and the history (``info`` is not read); refuses
@@ -79,6 +85,7 @@ class PolicyAgent:
             self._instruction = self.model.encode_instruction(words)
             self._subgoals = self.model.encode_subgoals(goals)
         self.memory.reset()
+        self.attention.reset()
         self.hidden = torch.zeros(1, c.d_model)
         self.summaries: list[torch.Tensor] = []
         self.steps = 0
@@ -107,10 +114,16 @@ class PolicyAgent:
             else:
                 history = torch.zeros(1, 0, c.d_model)
             ages = torch.tensor([self.steps - i for i in chosen], dtype=torch.long)
-            logits, self.hidden = self.model.step(
-                self._instruction, self.model.subgoal_tokens(self._subgoals, panorama, links), visual, history, ages, torch.zeros(1, len(chosen), dtype=torch.bool),
-                torch.from_numpy(rows)[None], query, self.hidden,
-            )
+            history_pad = torch.zeros(1, len(chosen), dtype=torch.bool)
+
+            def decide(view: torch.Tensor, streets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                return self.model.step(
+                    self._instruction, self.model.subgoal_tokens(self._subgoals, view, streets),
+                    self.model.visual_tokens(view, streets), history, ages, history_pad, torch.from_numpy(rows)[None],
+                    query, self.hidden,
+                )
+
+            logits, self.hidden = self.attention.decide(decide, panorama, links)
             self.summaries.append(self.model.summary(panorama, links))
         if self.memory_tokens:
             self.memory.write(embedding, position, self.steps, descriptor=self.codec.descriptor(panorama_np, heading))
@@ -133,7 +146,9 @@ def build_policy_agent(cfg: DictConfig | dict[str, Any] | None = None, num_actio
     model, vocabulary, meta = load_policy(path)
     codec = ViewCodec(model.config.sectors, model.config.categories, float(meta["heading_weight"]))
     memory = memory_from_config(cfg, codec.dim, codec.descriptor_dim)
-    return PolicyAgent(model, vocabulary, codec, memory, num_actions, meta["lexicon"], bool(cfg.memory_tokens))
+    attention = OmegaConf.to_container(cfg.attention) if cfg.get("attention") is not None else None
+    return PolicyAgent(model, vocabulary, codec, memory, num_actions, meta["lexicon"], bool(cfg.memory_tokens),
+                       attention)
 
 
 @register("policy")

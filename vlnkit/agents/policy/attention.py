@@ -1,0 +1,163 @@
+"""Training-free attention interventions on the policy agent's cross-attention, switched on by its config.
+
+The ``attention`` block of ``configs/agent/policy.yaml`` names them (each null = off); all act on the
+cross-attention of the decision token and the query slots to the latents (sites ``blocks.*.cross_attn``,
+:mod:`vlnkit.perception.attention`):
+
+- ``var``: VAR (:class:`~vlnkit.perception.attention.interventions.VAR`) with the given sink ``dims`` of the
+  cross-attention's key inputs (the normalised latents; find them with
+  :func:`~vlnkit.perception.attention.interventions.calibrate_sink_dimensions` on captured
+  ``key_inputs``), ``tau`` (null: ``20 sqrt(D / 4096)``), ``p``,
+  ``rho``, ``summ``; the visual tokens are the view tokens.
+- ``vhr``: VHR. At an episode's first step the policy also runs on a null panorama (all-zero landmark features
+  and links); per cross-attention layer, the heads whose output at the decision token moves most
+  (:func:`~vlnkit.perception.attention.interventions.vhr_heads`) are multiplied by ``alpha`` for the episode.
+- ``paint``: PAINT on the last layer: the decision token's logits on the "local" views (top 25% of the
+  first layer's decision-token attention over the views, this step) get ``+ alpha |z|``, on the "summary"
+  views (upper-IQR outliers of the last layer's attention at the previous step) ``+ beta |z|``.
+- ``mask``: ``{layer: [head, ...]}`` (a block index or a site name), heads whose outputs are zeroed
+  (pruning).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vlnkit.agents.policy.model import FlamePolicy
+from vlnkit.perception.attention import AttentionCall, Capture, Probe, attach
+from vlnkit.perception.attention.interventions import (
+    PAINT,
+    VAR,
+    HeadScale,
+    head_divergence,
+    paint_logits,
+    paint_tokens,
+    segment_mask,
+    vhr_heads,
+)
+
+CROSS = "blocks.*.cross_attn"
+"""The sites the interventions act on."""
+
+KNOWN = ("var", "vhr", "paint", "mask")
+
+Decide = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+"""One policy decision from a panorama ``(1, S, C)`` and link bins ``(1, S)``: ``(logits, h_t)``."""
+
+
+class _PolicyPaint(Probe):
+    """PAINT on the policy (see the module docstring): selects views from the first and last layers'
+    decision-token attention and boosts them in the last layer's logits."""
+
+    def __init__(self, first: str, last: str, alpha: float, beta: float) -> None:
+        self.first, self.last, self.alpha, self.beta = first, last, alpha, beta
+        self.local: Tensor | None = None
+        self.summary: Tensor | None = None
+        self.previous_late: np.ndarray | None = None
+
+    def _views(self, call: AttentionCall, probs: Tensor) -> tuple[Tensor, np.ndarray]:
+        views = segment_mask(call.key_segments, "view", probs.shape[-1], probs.device)
+        return views, probs[0, :, 0][:, views].sum(0).detach().float().cpu().numpy()
+
+    def on_probs(self, call: AttentionCall, probs: Tensor) -> None:
+        views, attention = self._views(call, probs)
+        if call.site == self.first:
+            late = self.previous_late if self.previous_late is not None else attention
+            local, summary = paint_tokens(attention, late)
+            index = torch.nonzero(views).flatten()
+            self.local = torch.zeros_like(views)
+            self.local[index[torch.from_numpy(local)]] = True
+            self.summary = torch.zeros_like(views)
+            self.summary[index[torch.from_numpy(summary)]] = True
+        elif call.site == self.last:
+            self.previous_late = attention
+
+    def on_logits(self, call: AttentionCall, logits: Tensor) -> Tensor | None:
+        if call.site != self.last or self.local is None:
+            return None
+        return paint_logits(logits, self.local, self.summary, self.alpha, self.beta, row=0)
+
+
+class PolicyAttention:
+    """The interventions of one :class:`~vlnkit.agents.policy.agent.PolicyAgent` (see the module docstring),
+    from the ``attention`` block of its config (None or all-null: none, and :meth:`decide` is the plain
+    decision)."""
+
+    def __init__(self, model: FlamePolicy, settings: Mapping[str, Any] | None) -> None:
+        settings = {k: v for k, v in dict(settings or {}).items() if v is not None}
+        unknown = sorted(set(settings) - set(KNOWN))
+        if unknown:
+            raise ValueError(f"agent.attention: unknown intervention {unknown[0]!r}; expected one of {list(KNOWN)}")
+        self.model, self.settings = model, settings
+        layers = len(model.blocks)
+        self.sites = [f"blocks.{i}.cross_attn" for i in range(layers)]
+        heads = model.config.heads
+        self.probes: list[Probe] = []
+        if "mask" in settings:
+            scales = {}
+            for key, chosen in dict(settings["mask"]).items():
+                site = str(key) if str(key).startswith("blocks.") else f"blocks.{key}.cross_attn"
+                if site not in self.sites or any(not 0 <= int(h) < heads for h in chosen):
+                    raise ValueError(f"agent.attention.mask: {site}: {list(chosen)} is not a cross-attention site "
+                                     f"of {self.sites} with heads in 0..{heads - 1}")
+                scales[site] = torch.ones(heads).index_fill(0, torch.tensor([int(h) for h in chosen], dtype=torch.long), 0.0)
+            self.probes.append(HeadScale(scales))
+        if "var" in settings:
+            v = dict(settings["var"])
+            self.probes.append(VAR(v.get("dims", []), v.get("tau"), float(v.get("p", 0.6)), float(v.get("rho", 0.5)),
+                                   float(v.get("summ", 0.2))))
+        if "paint" in settings:
+            p = dict(settings["paint"])
+            self.probes.append(_PolicyPaint(self.sites[0], self.sites[-1], float(p.get("alpha", 0.7)),
+                                            float(p.get("beta", 0.3))))
+        self.vhr_alpha = float(dict(settings["vhr"]).get("alpha", 2.0)) if "vhr" in settings else None
+        self.vhr: HeadScale | None = None
+        self.chosen: dict[str, list[int]] = {}
+
+    @property
+    def active(self) -> bool:
+        """Whether any intervention is on."""
+        return bool(self.settings)
+
+    def reset(self) -> None:
+        """Forget the episode's choices (VHR heads, PAINT's previous attention)."""
+        self.vhr, self.chosen = None, {}
+        for probe in self.probes:
+            if isinstance(probe, _PolicyPaint):
+                probe.previous_late = None
+
+    def decide(self, decide: Decide, panorama: Tensor, links: Tensor) -> tuple[Tensor, Tensor]:
+        """``decide(panorama, links)`` under the interventions; VHR picks its heads on the first call after
+        :meth:`reset`."""
+        if not self.active:
+            return decide(panorama, links)
+        if self.vhr_alpha is not None and self.vhr is None:
+            self.vhr = self._choose_vhr_heads(decide, panorama, links)
+        with ExitStack() as stack:
+            probes = [*self.probes, *([self.vhr] if self.vhr is not None else [])]
+            if probes:
+                stack.enter_context(attach(self.model, CROSS, *probes))
+            return decide(panorama, links)
+
+    def _choose_vhr_heads(self, decide: Decide, panorama: Tensor, links: Tensor) -> HeadScale:
+        """VHR's heads for this episode: head outputs at the decision token with the panorama and with a null
+        one (the other probes attached, as the decision will see them)."""
+        seen, blind = Capture(), Capture()
+        with attach(self.model, CROSS, *self.probes, seen):
+            decide(panorama, links)
+        with attach(self.model, CROSS, *self.probes, blind):
+            decide(torch.zeros_like(panorama), torch.zeros_like(links))
+        scales = {}
+        for site in self.sites:
+            with_view, without = seen.calls[site][0].heads[..., :1, :], blind.calls[site][0].heads[..., :1, :]
+            chosen = vhr_heads(head_divergence(with_view, without)[0], without[0, :, 0].float().pow(2).sum(-1))
+            self.chosen[site] = torch.nonzero(chosen).flatten().tolist()
+            scales[site] = 1.0 + (self.vhr_alpha - 1.0) * chosen.float()
+        return HeadScale(scales)
+
