@@ -45,6 +45,8 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
                                 "small language models with relaxed attention variants and hybrid schedules"),
     "associative_capacity": ("vlnkit.eval.experiments.associative_capacity",
                              "linear attention as a Hebbian memory: retrieval error vs stored pairs, LTM capacity"),
+    "policy_attention": ("vlnkit.eval.experiments.policy_attention",
+                         "attention interventions (VAR, VHR, PAINT) and head pruning on a trained policy's TC and nDTW"),
 }
 """Experiment name -> (module defining ``run(cfg, ctx)``, one-line description)."""
 
