@@ -72,7 +72,7 @@ def test_a_head_with_a_zero_output_block_has_zero_importance() -> None:
     x, target = torch.randn(4, 5, 8), torch.randn(4, 5, 8)
 
     def evaluate(scales):
-        with attach(attn, "", HeadScale(scales)):
+        with torch.no_grad(), attach(attn, "", HeadScale(scales)):
             out = attn(x, x, x, need_weights=False)[0]
         return {"loss": float(((out - target) ** 2).mean()), "norm": float(out.norm())}
 

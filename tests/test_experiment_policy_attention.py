@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from vlnkit.agents.policy.train import train_policy
 from vlnkit.config import load_config
 from vlnkit.eval.experiments.runner import run_experiment
@@ -38,3 +40,23 @@ def test_tiny_policy_attention_run(tmp_path: Path) -> None:
     stamp = (run_dir / "runs" / "off" / "episodes.jsonl").stat().st_mtime_ns
     assert run_experiment("policy_attention", args) == run_dir
     assert (run_dir / "runs" / "off" / "episodes.jsonl").stat().st_mtime_ns == stamp
+
+
+def test_analyze_attention_summarises_every_head(tmp_path: Path) -> None:
+    from vlnkit.cli import main
+
+    checkpoint = tmp_path / "policy.pt"
+    train_policy(load_config("train_policy", [
+        f"out={checkpoint}", "episodes=2", "train.epochs=1", "train.batch_size=2", "train.warmup_epochs=0",
+        "model.d_model=16", "model.heads=2", "model.layers=2", "model.queries=2", "memory_variant=none",
+        "progress=false", "train.threads=1", "cities=[0]", "dagger.rounds=1", "dagger.eval_episodes=1",
+        "dagger.eval_memory=[none]"]))
+    out = tmp_path / "analysis"
+    assert main(["analyze", "attention", f"out={out}", f"checkpoint={checkpoint}", "episodes=2", "progress=false"]) == 0
+    results = json.loads((out / "results.json").read_text())["results"]
+    assert sorted(results["shares"]) == ["blocks.0.cross_attn", "blocks.1.cross_attn"]
+    for site, shares in results["shares"].items():
+        assert np.allclose(np.sum(shares, axis=1), 1.0, atol=1e-5)       # every decision row sums to 1
+        assert all(0.0 <= e <= np.log(60) for e in results["entropy"][site])
+        assert len(results["vhd"][site]) == 2 and results["episodes_with_vhd"] == 2
+    assert (out / "segments.png").is_file()

@@ -364,6 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the experiments")
     p.set_defaults(func=_cmd_experiment)
 
+    analyze = sub.add_parser("analyze", help="analyses of trained models").add_subparsers(dest="analyze", required=True)
+    p = analyze.add_parser("attention", help="per-head attention analysis of a trained policy (the experiment "
+                                             "attention_analysis; overrides of configs/experiment/attention_analysis.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.set_defaults(func=_cmd_experiment, name="attention_analysis", list=False)
+
     p = sub.add_parser("leaderboard", help="rank finished runs and write leaderboard.md / leaderboard.csv")
     p.add_argument("runs", nargs="+", help="run folders (each with metrics.json)")
     p.add_argument("--out", default=None, help="folder for leaderboard.md and leaderboard.csv")

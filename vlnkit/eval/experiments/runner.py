@@ -45,6 +45,8 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
                                 "small language models with relaxed attention variants and hybrid schedules"),
     "associative_capacity": ("vlnkit.eval.experiments.associative_capacity",
                              "linear attention as a Hebbian memory: retrieval error vs stored pairs, LTM capacity"),
+    "attention_analysis": ("vlnkit.eval.experiments.attention_analysis",
+                           "per-head segment shares, entropy and VHD of a trained policy's cross-attention"),
     "policy_attention": ("vlnkit.eval.experiments.policy_attention",
                          "attention interventions (VAR, VHR, PAINT) and head pruning on a trained policy's TC and nDTW"),
 }
