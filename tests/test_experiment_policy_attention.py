@@ -1,5 +1,6 @@
-"""The policy_attention experiment end to end on a tiny trained policy: every condition, per-head masking and
-both pruning orders evaluated on the same episodes, tables and plot written, and a finished run resumed."""
+"""The policy_attention and attention_analysis experiments end to end on a tiny trained policy: every condition,
+per-head masking and both pruning orders evaluated on the same episodes, tables and plots written, a finished
+run resumed; per-head segment shares, entropy and VHD."""
 
 from __future__ import annotations
 
@@ -7,19 +8,26 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from vlnkit.agents.policy.train import train_policy
 from vlnkit.config import load_config
 from vlnkit.eval.experiments.runner import run_experiment
 
 
-def test_tiny_policy_attention_run(tmp_path: Path) -> None:
-    checkpoint = tmp_path / "policy.pt"
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny two-layer policy trained for one epoch on three episodes."""
+    path = tmp_path_factory.mktemp("policy") / "policy.pt"
     train_policy(load_config("train_policy", [
-        f"out={checkpoint}", "episodes=3", "train.epochs=1", "train.batch_size=2", "train.warmup_epochs=0",
+        f"out={path}", "episodes=3", "train.epochs=1", "train.batch_size=2", "train.warmup_epochs=0",
         "model.d_model=16", "model.heads=2", "model.layers=2", "model.queries=2", "memory_variant=none",
         "progress=false", "train.threads=1", "cities=[0]", "dagger.rounds=1", "dagger.eval_episodes=1",
         "dagger.eval_memory=[none]"]))
+    return path
+
+
+def test_tiny_policy_attention_run(tmp_path: Path, checkpoint: Path) -> None:
     args = [f"out={tmp_path / 'run'}", f"checkpoint={checkpoint}", "episodes=3", "importance_episodes=2",
             "calibration_episodes=1", "prune_fractions=[0.5,1.0]", "progress=false"]
     run_dir = run_experiment("policy_attention", args)
@@ -42,15 +50,9 @@ def test_tiny_policy_attention_run(tmp_path: Path) -> None:
     assert (run_dir / "runs" / "off" / "episodes.jsonl").stat().st_mtime_ns == stamp
 
 
-def test_analyze_attention_summarises_every_head(tmp_path: Path) -> None:
+def test_analyze_attention_summarises_every_head(tmp_path: Path, checkpoint: Path) -> None:
     from vlnkit.cli import main
 
-    checkpoint = tmp_path / "policy.pt"
-    train_policy(load_config("train_policy", [
-        f"out={checkpoint}", "episodes=2", "train.epochs=1", "train.batch_size=2", "train.warmup_epochs=0",
-        "model.d_model=16", "model.heads=2", "model.layers=2", "model.queries=2", "memory_variant=none",
-        "progress=false", "train.threads=1", "cities=[0]", "dagger.rounds=1", "dagger.eval_episodes=1",
-        "dagger.eval_memory=[none]"]))
     out = tmp_path / "analysis"
     assert main(["analyze", "attention", f"out={out}", f"checkpoint={checkpoint}", "episodes=2", "progress=false"]) == 0
     results = json.loads((out / "results.json").read_text())["results"]
