@@ -15,6 +15,11 @@ from vlnkit.perception.attention.interventions import (
     VAR,
     HeadScale,
     calibrate_sink_dimensions,
+    carve_contrast,
+    carve_regions,
+    colour_complexity,
+    crop_box,
+    crop_scale,
     default_sink_tau,
     head_divergence,
     iqr_outliers,
@@ -22,6 +27,8 @@ from vlnkit.perception.attention.interventions import (
     paint_tokens,
     rms_unit,
     sink_tokens,
+    texture_complexity,
+    time_weights,
     var_redistribute,
     vhr_heads,
 )
@@ -176,3 +183,54 @@ def test_paint_probe_boosts_the_chosen_keys_in_the_decision_row() -> None:
     before, after = capture.calls[""][0].logits, capture.calls[""][1].logits
     torch.testing.assert_close(after[:, :, 0, 2], before[:, :, 0, 2] + 0.7 * before[:, :, 0, 2].abs())
     assert torch.equal(after[:, :, 1:], before[:, :, 1:])
+
+
+def test_carve_contrast_ranks_the_task_specific_token_first() -> None:
+    contrast = carve_contrast([0.5, 0.3, 0.1, 0.1], [0.5, 0.1, 0.2, 0.2])
+    np.testing.assert_allclose(contrast, [1.0, 3.0, 0.5, 0.5], rtol=1e-6)
+    assert int(np.argmax(contrast)) == 1
+    assert time_weights(3).tolist() == [1.0, 2.0, 3.0]
+
+
+def test_carve_mask_keeps_the_heaviest_regions_and_a_crop_no_smaller_than_the_image() -> None:
+    s = np.zeros((8, 8))
+    s[0:2, 0:2] = 5.0     # blob A, sum 20
+    s[5:7, 5:8] = 4.0     # blob B, sum 24
+    s[0, 6] = 3.0         # blob C, sum 3
+    s[7, 0] = 0.5         # below the threshold
+    mask = carve_regions(s, p=0.17, k=2)     # threshold ~1.2: blobs A, B and C; keep the 2 heaviest
+    assert mask[0:2, 0:2].all() and mask[5:7, 5:8].all() and not mask[0, 6] and mask.sum() == 10
+    box = crop_box(mask)
+    assert box == (0, 0, 7, 8)
+    assert crop_scale(box, (8, 8)) * (box[2] - box[0]) >= 8 or crop_scale(box, (8, 8)) * (box[3] - box[1]) >= 8
+    views = np.array([0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.8])   # the two ends of a panorama touch
+    assert carve_regions(views, p=0.25, k=1, wrap=True).tolist() == [True] + [False] * 6 + [True]
+
+
+def test_scene_complexities_by_hand() -> None:
+    one_hue = np.zeros((16, 16, 3))
+    one_hue[..., 0] = 1.0                                  # all red
+    assert colour_complexity(one_hue) == 0.0
+    hues = (np.arange(180) + 0.5) / 180
+    rainbow = np.stack(np.broadcast_arrays(*[np.asarray(c)[None] for c in _hsv_to_rgb(hues)]), -1)
+    assert colour_complexity(rainbow) == pytest.approx(1.0, abs=1e-9)
+    flat = np.full((32, 32), 0.5)
+    assert texture_complexity(flat) == 0.0
+    edge = flat.copy()
+    edge[:, 16:] = 1.0
+    assert 0.0 < texture_complexity(edge) < 0.1
+
+
+def _hsv_to_rgb(hues: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from skimage.color import hsv2rgb
+
+    rgb = hsv2rgb(np.stack([hues, np.ones_like(hues), np.ones_like(hues)], -1)[None])[0]
+    return rgb[:, 0], rgb[:, 1], rgb[:, 2]
+
+
+def test_attention_entropy_of_uniform_and_one_hot_maps() -> None:
+    from vlnkit.perception.kernels.deconstructed import attention_entropy
+
+    uniform = torch.full((1, 1, 3, 7), 1 / 7)
+    torch.testing.assert_close(attention_entropy(uniform), torch.tensor([math.log(7)]))
+    assert attention_entropy(torch.eye(3)[None, None]).item() == 0.0

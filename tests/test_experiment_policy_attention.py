@@ -33,7 +33,7 @@ def test_tiny_policy_attention_run(tmp_path: Path, checkpoint: Path) -> None:
     run_dir = run_experiment("policy_attention", args)
     results = json.loads((run_dir / "results.json").read_text())["results"]
     conditions = results["conditions"]
-    assert sorted(conditions) == ["off", "paint", "var", "vhr"]
+    assert sorted(conditions) == ["carve", "off", "paint", "var", "vhr"]
     assert all(c["episodes"] == 3 for c in conditions.values())
     assert conditions["off"]["tc_delta"] == 0.0 and conditions["off"]["tc_low"] == 0.0
     assert sorted(results["importance"]) == ["L0H0", "L0H1", "L1H0", "L1H1"]

@@ -25,11 +25,12 @@ def setup():
     history, ages = torch.rand(1, 2, c.d_model), torch.tensor([1, 2])
     query, hidden = torch.randn(1, c.memory_dim), torch.zeros(1, c.d_model)
 
-    def decide(panorama, links):
-        return model.step(instruction, model.subgoal_tokens(subgoals, panorama, links), model.visual_tokens(panorama, links),
+    def decide(panorama, links, other=None):
+        return model.step(instruction if other is None else other, model.subgoal_tokens(subgoals, panorama, links), model.visual_tokens(panorama, links),
                           history, ages, torch.zeros(1, 2, dtype=torch.bool), memory, query, hidden)
 
     views = [(torch.rand(1, c.sectors, c.categories), (torch.rand(1, c.sectors) > 0.5).float()) for _ in range(2)]
+    decide.encode = lambda text: model.encode_instruction(torch.tensor([[5, 6, 0, 0]]))
     return model, decide, views
 
 
@@ -42,8 +43,8 @@ def test_no_intervention_is_the_plain_decision(setup) -> None:
 
 def test_unknown_interventions_and_bad_heads_are_refused(setup) -> None:
     model = setup[0]
-    with pytest.raises(ValueError, match="unknown intervention 'carve'"):
-        PolicyAttention(model, {"carve": {}})
+    with pytest.raises(ValueError, match="unknown intervention 'attn_sink'"):
+        PolicyAttention(model, {"attn_sink": {}})
     with pytest.raises(ValueError, match=r"mask: blocks.0.cross_attn: \[7\]"):
         PolicyAttention(model, {"mask": {0: [7]}})
 
@@ -84,3 +85,15 @@ def test_var_without_sink_dimensions_changes_nothing(setup) -> None:
     plain = decide(*views[0])[0]
     torch.testing.assert_close(PolicyAttention(model, {"var": {"dims": []}}).decide(decide, *views[0])[0], plain,
                                atol=1e-5, rtol=1e-5)
+
+
+def test_carve_blanks_the_views_outside_its_regions_and_decides_on_the_rest(setup) -> None:
+    model, decide, views = setup
+    attention = PolicyAttention(model, {"carve": {"p": 0.25, "k": 1}}, decide.encode)
+    logits = attention.decide(decide, *views[0])[0]
+    kept = attention.kept_views
+    assert 1 <= int(kept.sum()) < model.config.sectors
+    panorama, links = views[0]
+    torch.testing.assert_close(logits, decide(panorama * kept[None, :, None], links)[0])
+    with pytest.raises(ValueError, match="carve needs the agent's instruction encoder"):
+        PolicyAttention(model, {"carve": {}})

@@ -70,7 +70,12 @@ class PolicyAgent:
         self.memory_tokens = bool(memory_tokens) and bool(memory.parts)
         self.lexicon = lexicon
         self._instruction: torch.Tensor | None = None
-        self.attention = PolicyAttention(self.model, attention)
+        self.attention = PolicyAttention(self.model, attention, self._encode)
+
+    def _encode(self, text: str) -> torch.Tensor:
+        """The instruction slots of ``text``."""
+        c = self.model.config
+        return self.model.encode_instruction(torch.from_numpy(self.vocabulary.encode(text, c.max_words))[None])
 
     def reset(self, observation: dict[str, Any], info: dict[str, Any] | None, seed: int) -> None:
         """Encode the instruction and empty the memory and the history (``info`` is not read); refuses
@@ -78,11 +83,10 @@ class PolicyAgent:
         (:class:`~vlnkit.agents.base.AgentInputError`)."""
         c = self.model.config
         require_feature_panorama("policy", observation, (c.sectors, c.categories))
-        words = torch.from_numpy(self.vocabulary.encode(str(observation["instruction"]), c.max_words))[None]
         text = str(observation["instruction"])
         goals = torch.from_numpy(subgoal_rows(text, self.lexicon, c.subgoals))[None]
         with torch.inference_mode():
-            self._instruction = self.model.encode_instruction(words)
+            self._instruction = self._encode(text)
             self._subgoals = self.model.encode_subgoals(goals)
         self.memory.reset()
         self.attention.reset()
@@ -116,9 +120,10 @@ class PolicyAgent:
             ages = torch.tensor([self.steps - i for i in chosen], dtype=torch.long)
             history_pad = torch.zeros(1, len(chosen), dtype=torch.bool)
 
-            def decide(view: torch.Tensor, streets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            def decide(view: torch.Tensor, streets: torch.Tensor, instruction: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
                 return self.model.step(
-                    self._instruction, self.model.subgoal_tokens(self._subgoals, view, streets),
+                    self._instruction if instruction is None else instruction, self.model.subgoal_tokens(self._subgoals, view, streets),
                     self.model.visual_tokens(view, streets), history, ages, history_pad, torch.from_numpy(rows)[None],
                     query, self.hidden,
                 )

@@ -15,6 +15,10 @@ cross-attention of the decision token and the query slots to the latents (sites 
 - ``paint``: PAINT on the last layer: the decision token's logits on the "local" views (top 25% of the
   first layer's decision-token attention over the views, this step) get ``+ alpha |z|``, on the "summary"
   views (upper-IQR outliers of the last layer's attention at the previous step) ``+ beta |z|``.
+- ``carve``: CARVE. Each step the decision token's attention over the views, averaged over heads and summed
+  over layers, is contrasted with the same under a ``general`` instruction (``A / (A_general + lam)``); the
+  views outside the ``carve_regions`` (top ``p``, ``k`` regions, the panorama's ends touching) lose their
+  landmark features and the step is decided again (3 passes a step).
 - ``mask``: ``{layer: [head, ...]}`` (a block index or a site name), heads whose outputs are zeroed
   (pruning).
 """
@@ -35,6 +39,8 @@ from vlnkit.perception.attention.interventions import (
     PAINT,
     VAR,
     HeadScale,
+    carve_contrast,
+    carve_regions,
     head_divergence,
     paint_logits,
     paint_tokens,
@@ -45,10 +51,11 @@ from vlnkit.perception.attention.interventions import (
 CROSS = "blocks.*.cross_attn"
 """The sites the interventions act on."""
 
-KNOWN = ("var", "vhr", "paint", "mask")
+KNOWN = ("var", "vhr", "paint", "carve", "mask")
 
-Decide = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
-"""One policy decision from a panorama ``(1, S, C)`` and link bins ``(1, S)``: ``(logits, h_t)``."""
+Decide = Callable[..., tuple[Tensor, Tensor]]
+"""One policy decision ``decide(panorama, links, instruction=None) -> (logits, h_t)`` from a panorama
+``(1, S, C)``, link bins ``(1, S)`` and, when given, other instruction slots than the episode's."""
 
 
 class _PolicyPaint(Probe):
@@ -87,9 +94,10 @@ class _PolicyPaint(Probe):
 class PolicyAttention:
     """The interventions of one :class:`~vlnkit.agents.policy.agent.PolicyAgent` (see the module docstring),
     from the ``attention`` block of its config (None or all-null: none, and :meth:`decide` is the plain
-    decision)."""
+    decision). ``encode`` turns a text into instruction slots (CARVE's general instruction needs it)."""
 
-    def __init__(self, model: FlamePolicy, settings: Mapping[str, Any] | None) -> None:
+    def __init__(self, model: FlamePolicy, settings: Mapping[str, Any] | None,
+                 encode: Callable[[str], Tensor] | None = None) -> None:
         settings = {k: v for k, v in dict(settings or {}).items() if v is not None}
         unknown = sorted(set(settings) - set(KNOWN))
         if unknown:
@@ -116,6 +124,15 @@ class PolicyAttention:
             p = dict(settings["paint"])
             self.probes.append(_PolicyPaint(self.sites[0], self.sites[-1], float(p.get("alpha", 0.7)),
                                             float(p.get("beta", 0.3))))
+        self.carve = None
+        if "carve" in settings:
+            c = dict(settings["carve"])
+            if encode is None:
+                raise ValueError("agent.attention.carve needs the agent's instruction encoder")
+            with torch.inference_mode():
+                general = encode(str(c.get("general", "describe the surroundings")))
+            self.carve = {"general": general, "lam": float(c.get("lam", 1e-8)), "p": float(c.get("p", 0.2)),
+                          "k": int(c.get("k", 3))}
         self.vhr_alpha = float(dict(settings["vhr"]).get("alpha", 2.0)) if "vhr" in settings else None
         self.vhr: HeadScale | None = None
         self.chosen: dict[str, list[int]] = {}
@@ -139,11 +156,32 @@ class PolicyAttention:
             return decide(panorama, links)
         if self.vhr_alpha is not None and self.vhr is None:
             self.vhr = self._choose_vhr_heads(decide, panorama, links)
+        probes = [*self.probes, *([self.vhr] if self.vhr is not None else [])]
+        if self.carve is not None:
+            panorama = self._carve(decide, panorama, links, probes)
         with ExitStack() as stack:
-            probes = [*self.probes, *([self.vhr] if self.vhr is not None else [])]
             if probes:
                 stack.enter_context(attach(self.model, CROSS, *probes))
             return decide(panorama, links)
+
+    def _carve(self, decide: Decide, panorama: Tensor, links: Tensor, probes: list[Probe]) -> Tensor:
+        """The panorama with the views CARVE finds uninformative blanked (see the module docstring)."""
+        def view_attention(instruction: Tensor | None) -> np.ndarray:
+            capture = Capture()
+            with attach(self.model, CROSS, *probes, capture):
+                decide(panorama, links, instruction)
+            total = 0.0
+            for records in capture.calls.values():
+                record = records[-1]
+                views = segment_mask(record.call.key_segments, "view", record.probs.shape[-1])
+                total = total + record.probs[0, :, 0][:, views].mean(0).double().numpy()
+            return total
+
+        c = self.carve
+        contrast = carve_contrast(view_attention(None), view_attention(c["general"]), c["lam"])
+        keep = torch.from_numpy(carve_regions(contrast, c["p"], c["k"], wrap=True))
+        self.kept_views = keep
+        return panorama * keep[None, :, None].to(panorama.dtype)
 
     def _choose_vhr_heads(self, decide: Decide, panorama: Tensor, links: Tensor) -> HeadScale:
         """VHR's heads for this episode: head outputs at the decision token with the panorama and with a null

@@ -19,6 +19,11 @@ function on one attention call's tensors, with the facts sheet's hand-computed c
   "summary" tokens (:func:`paint_logits`), on the last query row (the decision token) only; the summary
   tokens are the upper-IQR outliers of a CLS-style attention, the local ones its top 25% minus the summary
   ones (:func:`paint_tokens`).
+- **CARVE** (Ge et al.): the contrast ``A_q / (A_g + lambda)`` of a task query's attention against a general
+  query's (:func:`carve_contrast`), fused over layers and time-weighted steps (:func:`time_weights`), the
+  top ``p`` of it split into connected regions of which the ``max(K, floor(p n))`` heaviest are kept
+  (:func:`carve_regions`); and the scene-complexity measures its analysis correlates with attention entropy:
+  Canny edge density (:func:`texture_complexity`) and normalised hue entropy (:func:`colour_complexity`).
 - **Head masking** (:class:`HeadScale` with 0): the primitive of pruning-based head importance.
 """
 
@@ -29,6 +34,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch import Tensor
 
 from vlnkit.perception.attention.hook import AttentionCall, Probe
@@ -214,3 +220,71 @@ class PAINT(Probe):
             return None
         local, summary = (m[:, None] if m.dim() == 2 else m for m in masks)   # over heads
         return paint_logits(logits, local, summary, self.alpha, self.beta, self.row)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# CARVE
+# ----------------------------------------------------------------------------------------------------------
+
+
+def carve_contrast(task: Tensor | np.ndarray, general: Tensor | np.ndarray, lam: float = 1e-8) -> np.ndarray:
+    """CARVE's closed-form contrast ``A_q / (A_g + lambda)`` of a task query's attention over the visual tokens
+    against a general query's (the minimiser of its objective J)."""
+    return np.asarray(task, dtype=np.float64) / (np.asarray(general, dtype=np.float64) + lam)
+
+
+def time_weights(steps: int) -> np.ndarray:
+    """CARVE v4's weights of decoding steps ``t_start .. t_end``: ``t - t_start + 1`` (later steps weigh more)."""
+    return np.arange(1, steps + 1, dtype=np.float64)
+
+
+def carve_regions(saliency: np.ndarray, p: float = 0.2, k: int = 3, wrap: bool = False) -> np.ndarray:
+    """CARVE's mask of a fused saliency map (2-D, or 1-D over a panorama's views): the pixels at or above its
+    ``100 (1 - p)`` percentile, split into 4-connected regions (``wrap``: a 1-D map's ends touch, as the
+    views of a panorama do), of which the ``max(k, floor(p * regions))`` with the largest saliency sums are
+    kept. Returns a boolean mask of ``saliency``'s shape."""
+    s = np.asarray(saliency, dtype=np.float64)
+    high = s >= np.percentile(s, 100.0 * (1.0 - p))
+    labels, count = ndimage.label(high)
+    if wrap and s.ndim == 1 and count > 1 and labels[0] and labels[-1]:
+        labels[labels == labels[-1]] = labels[0]
+    ids = [i for i in np.unique(labels) if i]
+    sums = {i: s[labels == i].sum() for i in ids}
+    keep = sorted(ids, key=lambda i: -sums[i])[: max(k, int(p * len(ids)))]
+    return np.isin(labels, keep)
+
+
+def crop_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """The bounding box ``(top, left, bottom, right)`` (exclusive ends) of a 2-D boolean mask's True pixels."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if not len(rows):
+        raise ValueError("crop_box: the mask keeps no pixel")
+    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+
+
+def crop_scale(box: tuple[int, int, int, int], shape: tuple[int, int]) -> float:
+    """CARVE's magnification of a crop ``box`` of an image of ``shape`` (H, W): ``max(W / cw, H / ch)``, so the
+    refined image is at least the original's size along one side."""
+    top, left, bottom, right = box
+    return max(shape[1] / (right - left), shape[0] / (bottom - top))
+
+
+def texture_complexity(image: np.ndarray) -> float:
+    """CARVE's texture complexity ``||Canny(I)||_1 / (H W)`` in [0, 1] of an RGB (or grey) image (scikit-image's
+    Canny at its default sigma on the grey image)."""
+    from skimage.color import rgb2gray
+    from skimage.feature import canny
+
+    grey = rgb2gray(image) if np.asarray(image).ndim == 3 else np.asarray(image, dtype=np.float64)
+    return float(canny(grey).mean())
+
+
+def colour_complexity(image: np.ndarray, bins: int = 180) -> float:
+    """CARVE's colour complexity ``-(1 / ln B) sum_b rho_b ln rho_b`` of the hue histogram (``B`` bins, OpenCV's
+    0-179 hue range by default) of an RGB image, in [0, 1]: 0 for one hue, 1 for a uniform hue histogram."""
+    from skimage.color import rgb2hsv
+
+    hue = rgb2hsv(np.asarray(image))[..., 0]
+    counts = np.bincount(np.minimum((hue * bins).astype(int), bins - 1).ravel(), minlength=bins)
+    rho = counts[counts > 0] / counts.sum()
+    return float(-(rho * np.log(rho)).sum() / np.log(bins))
