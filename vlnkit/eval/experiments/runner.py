@@ -47,6 +47,8 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
                              "linear attention as a Hebbian memory: retrieval error vs stored pairs, LTM capacity"),
     "attention_analysis": ("vlnkit.eval.experiments.attention_analysis",
                            "per-head segment shares, entropy and VHD of a trained policy's cross-attention"),
+    "llm_attention": ("vlnkit.eval.experiments.llm_attention",
+                      "SmolLM2 via transformers: landmark hallucination vs T-VHD, FAI anchors on instruction landmarks"),
     "policy_attention": ("vlnkit.eval.experiments.policy_attention",
                          "attention interventions (VAR, VHR, PAINT) and head pruning on a trained policy's TC and nDTW"),
 }

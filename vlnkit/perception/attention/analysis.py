@@ -60,12 +60,12 @@ def attention_distance(probs: Tensor, grid: tuple[int, int], wrap_columns: bool 
     return (probs * distance).sum(-1).mean(dim=(0, 2))
 
 
-def head_span(probs: Tensor) -> Tensor:
+def head_span(probs: Tensor, first_row: int = 0) -> Tensor:
     """Preplan-and-Anchor's head span ``d = mean_t sum_{s <= t} A[t, s] (t - s)`` per head ``(..., )`` of causal
-    maps ``probs`` ``(..., N, N)`` (queries aligned with keys)."""
-    n = probs.shape[-1]
-    t = torch.arange(n)
-    lag = (t[:, None] - t[None, :]).clamp_min(0).to(probs.dtype)
+    maps ``probs`` ``(..., N_q, N)`` whose query rows are the positions ``first_row .. first_row + N_q - 1``
+    (e.g. a response's rows only)."""
+    t = torch.arange(probs.shape[-2]) + first_row
+    lag = (t[:, None] - torch.arange(probs.shape[-1])[None, :]).clamp_min(0).to(probs.dtype)
     return (probs * lag).sum(-1).mean(-1)
 
 
