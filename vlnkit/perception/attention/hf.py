@@ -7,7 +7,8 @@ with ``AttentionMaskInterface``). That function runs :func:`~vlnkit.perception.a
 eager path on modules with probes, on the **query heads** after the grouped key/value heads are repeated
 (``repeat_kv``), and the model's original implementation (``sdpa`` or ``eager``) on the others. Leaving the
 ``with`` block restores the original implementation, so a model without probes is untouched. The llama.cpp
-server's GGUF model exposes no attention: probe SmolLM2 through ``transformers``.
+server's GGUF model exposes no attention: probe SmolLM2 through ``transformers``
+(:func:`vlnkit.agents.llm.transformers_llm.load_transformers_llm` loads the same GGUF).
 """
 
 from __future__ import annotations
