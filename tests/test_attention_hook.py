@@ -13,14 +13,13 @@ from vlnkit.memory.ltm import LTMConfig, LTMModel, TorchInference
 from vlnkit.perception.attention import (
     AttentionSite,
     Capture,
+    HookedEncoderLayer,
     HookedMultiheadAttention,
     Probe,
     attach,
     attend,
-    hook_torch_attention,
     probes_of,
     sites,
-    unhooked,
 )
 
 
@@ -73,18 +72,25 @@ def policy() -> FlamePolicy:
     return FlamePolicy(PolicyConfig(vocab_size=20, categories=5, memory_dim=48, d_model=16, heads=2, layers=2)).eval()
 
 
-def test_without_probes_the_policy_is_bitwise_the_torch_model(policy: FlamePolicy) -> None:
+def _torch_classes(model: nn.Module) -> list[type]:
+    return [type(m) for m in model.modules() if isinstance(m, (nn.MultiheadAttention, nn.TransformerEncoderLayer))]
+
+
+def test_without_probes_the_policy_is_torch_own_modules_and_bitwise_unchanged(policy: FlamePolicy) -> None:
     inputs = _policy_inputs(policy)
-    plain = unhooked(policy)
-    assert not any(isinstance(m, (HookedMultiheadAttention, AttentionSite)) for m in plain.modules())
-    assert sum(type(m) is nn.MultiheadAttention for m in plain.modules()) == 6   # slot, encoder, 2 x (self, cross)
-    assert torch.equal(_decide(policy, inputs), _decide(plain, inputs))
+    classes = _torch_classes(policy)
+    assert classes.count(nn.MultiheadAttention) == 6 and classes.count(nn.TransformerEncoderLayer) == 1
+    before = _decide(policy, inputs)
     with torch.inference_mode():                      # torch's fused fast paths
-        assert torch.equal(_decide(policy, inputs), _decide(plain, inputs))
+        fast_before = _decide(policy, inputs)
     with attach(policy, "*", _Noop()):
-        pass
-    assert torch.equal(_decide(policy, inputs), _decide(plain, inputs))   # detaching leaves nothing behind
+        hooked = _torch_classes(policy)
+        assert hooked.count(HookedMultiheadAttention) == 6 and hooked.count(HookedEncoderLayer) == 1
+    assert _torch_classes(policy) == classes          # detaching swaps torch's classes back
     assert not any(probes_of(m) for m in policy.modules())
+    assert torch.equal(_decide(policy, inputs), before)
+    with torch.inference_mode():
+        assert torch.equal(_decide(policy, inputs), fast_before)
 
 
 def test_the_eager_path_equals_sdpa_on_random_masked_inputs() -> None:
@@ -239,32 +245,31 @@ def test_backbone_attention_sites_capture_maps_and_edits_reach_the_features(name
     assert (edited - reference).abs().max() > 1e-6   # the edit is in the data path (zero if it were not)
 
 
-def test_hook_torch_attention_keeps_the_initialisation_and_sees_encoder_and_decoder_attention() -> None:
-    def build() -> nn.Module:
-        torch.manual_seed(7)
-        return nn.ModuleDict({
-            "encoder": nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, 0.0, batch_first=True), 2,
-                                             enable_nested_tensor=False),
-            "decoder": nn.TransformerDecoder(nn.TransformerDecoderLayer(16, 2, 32, 0.0, batch_first=True), 1),
-        }).eval()
-
-    plain, model = build(), hook_torch_attention(build())
-    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), model.state_dict().values()))
+def test_torch_encoder_and_decoder_attention_are_sites_while_probed() -> None:
+    torch.manual_seed(7)
+    model = nn.ModuleDict({
+        "encoder": nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, 0.0, batch_first=True), 2,
+                                         enable_nested_tensor=False),
+        "decoder": nn.TransformerDecoder(nn.TransformerDecoderLayer(16, 2, 32, 0.0, batch_first=True), 1),
+    }).eval()
     assert sorted(sites(model)) == ["decoder.layers.0.multihead_attn", "decoder.layers.0.self_attn",
                                     "encoder.layers.0.self_attn", "encoder.layers.1.self_attn"]
     src, tgt = torch.randn(2, 5, 16), torch.randn(2, 3, 16)
     pad = torch.tensor([[False] * 5, [False] * 3 + [True] * 2])
 
-    def run(m: nn.Module) -> torch.Tensor:
-        memory = m["encoder"](src, src_key_padding_mask=pad)
-        return m["decoder"](tgt, memory, tgt_mask=nn.Transformer.generate_square_subsequent_mask(3),
-                            memory_key_padding_mask=pad)
+    def run() -> torch.Tensor:
+        memory = model["encoder"](src, src_key_padding_mask=pad)
+        return model["decoder"](tgt, memory, tgt_mask=nn.Transformer.generate_square_subsequent_mask(3),
+                                memory_key_padding_mask=pad)
 
     with torch.inference_mode():
-        reference = run(plain)
-        assert torch.equal(run(model), reference)
+        reference = run()
         capture = Capture()
         with attach(model, "*attn", capture):
-            torch.testing.assert_close(run(model), reference, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(run(), reference, atol=1e-5, rtol=1e-5)
+        assert torch.equal(run(), reference)
+    assert len(capture.calls) == 4                    # the encoder's fused fast path did not bypass the probes
     assert (capture.calls["decoder.layers.0.self_attn"][0].probs.triu(1) == 0).all()       # the causal tgt_mask
     assert (capture.calls["decoder.layers.0.multihead_attn"][0].probs[1, :, :, 3:] == 0).all()   # padded memory
+    assert all(type(m) in (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+               for m in model.modules() if isinstance(m, (nn.MultiheadAttention, nn.TransformerEncoderLayer)))

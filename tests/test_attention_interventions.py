@@ -86,7 +86,8 @@ def test_var_probe_uses_the_key_inputs_and_view_segments() -> None:
     query, keys = torch.randn(1, 2, 16), torch.randn(1, 5, 16)
     keys[0, 1] = 0.0
     keys[0, 1, 3] = 10.0          # a sink in dimension 3 among the views
-    attn.key_segments = {"instruction": slice(0, 1), "view0": slice(1, 2), "view1": slice(2, 3), "view2": slice(3, 5)}
+    segments = {"instruction": slice(0, 1), "view0": slice(1, 2), "view1": slice(2, 3), "view2": slice(3, 5)}
+    attn.segment_map = lambda: (segments, {})
     probe, capture = VAR(dims=[3], tau=2.0), Capture()
     with attach(attn, "", capture):
         attn(query, keys, keys, need_weights=False)

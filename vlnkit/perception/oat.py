@@ -52,7 +52,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlnkit.perception.attention.hook import hook_torch_attention
 from vlnkit.perception.data import HOUSE_CATEGORIES
 
 CHECKPOINT_FORMAT = "vlnkit-oat-v1"
@@ -337,8 +336,6 @@ class OAT(nn.Module):
         self.decoder = nn.TransformerDecoder(
             nn.TransformerDecoderLayer(d, config.heads, config.ffn, config.dropout, batch_first=True),
             config.decoder_layers)
-        hook_torch_attention(self.encoder)
-        hook_torch_attention(self.decoder)
         self.register_buffer("position", sinusoidal_code(config.max_steps + 1, d), persistent=False)
         self.key = nn.Linear(d, d * config.pointer_heads)
         self.point = nn.Linear(d, d * config.pointer_heads)

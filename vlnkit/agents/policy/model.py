@@ -35,7 +35,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlnkit.agents.policy.features import EXTRA_MEMORY_FEATURES, subgoal_sizes
-from vlnkit.perception.attention.hook import HookedEncoderLayer, HookedMultiheadAttention, probes_of
 from vlnkit.perception.kernels.mixers import create_token_mixer
 
 
@@ -97,11 +96,11 @@ class _Block(nn.Module):
     def __init__(self, d: int, heads: int, dropout: float, self_mixer: str = "softmax") -> None:
         super().__init__()
         self.norm_self = nn.LayerNorm(d)
-        self.self_attn = (HookedMultiheadAttention(d, heads, dropout=dropout)
+        self.self_attn = (nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
                           if self_mixer == "softmax" else MixerSelfAttention(d, heads, self_mixer))
         self.norm_query = nn.LayerNorm(d)
         self.norm_latent = nn.LayerNorm(d)
-        self.cross_attn = HookedMultiheadAttention(d, heads, dropout=dropout)
+        self.cross_attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
         self.norm_mlp = nn.LayerNorm(d)
         self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
 
@@ -123,10 +122,11 @@ class FlamePolicy(nn.Module):
         self.word = nn.Embedding(c.vocab_size, d, padding_idx=0)
         self.word_position = nn.Embedding(c.max_words, d)
         self.instruction = nn.TransformerEncoder(
-            HookedEncoderLayer(d, c.heads, 4 * d, c.dropout, norm_first=True), 1, enable_nested_tensor=False,
+            nn.TransformerEncoderLayer(d, c.heads, 4 * d, c.dropout, batch_first=True, norm_first=True), 1,
+            enable_nested_tensor=False,
         )
         self.slot_queries = nn.Parameter(torch.zeros(c.instruction_slots, d))
-        self.slot_attn = HookedMultiheadAttention(d, c.heads, dropout=c.dropout)
+        self.slot_attn = nn.MultiheadAttention(d, c.heads, dropout=c.dropout, batch_first=True)
         self.slot_norm = nn.LayerNorm(d)
         self.sector_in = nn.Linear(c.categories + 1, d)
         self.sector_embedding = nn.Embedding(c.sectors, d)
@@ -146,6 +146,10 @@ class FlamePolicy(nn.Module):
         self.head = nn.Linear(d, c.num_actions)
         nn.init.normal_(self.query_slots, std=0.02)
         nn.init.normal_(self.slot_queries, std=0.02)
+        self._layout: tuple[int, ...] = ()
+        for block in self.blocks:      # segment maps for attention probes (vlnkit.perception.attention)
+            block.cross_attn.segment_map = self.latent_segments
+            block.self_attn.segment_map = self.query_segments
 
     def encode_instruction(self, word_ids: torch.Tensor) -> torch.Tensor:
         """The instruction's ``(B, instruction_slots, d)`` latent tokens for ``(B, L)`` word ids (0 = padding)."""
@@ -231,22 +235,24 @@ class FlamePolicy(nn.Module):
         pad = torch.cat([fixed, goal_pad, seen, history_pad, ~valid], dim=1)
         state = self.state_in(hidden)
         x = torch.cat([state[:, None, :], self.query_slots[None].expand(b, -1, -1)], dim=1)
-        if any(probes_of(block.cross_attn) or probes_of(block.self_attn) for block in self.blocks):
-            self._name_segments([instruction.shape[1], goals.shape[1], visual.shape[1], hist.shape[1], mem.shape[1]])
+        self._layout = (instruction.shape[1], goals.shape[1], visual.shape[1], hist.shape[1], mem.shape[1])
         for block in self.blocks:
             x = block(x, latents, pad)
         h = self.recurrence(self.norm_out(x[:, 0]), hidden)
         return self.head(h), h
 
-    def _name_segments(self, sizes: list[int]) -> None:
-        """Give the blocks' attention probes the token segment map: latents ``instruction``, ``subgoals``,
-        ``view0`` ... (one per sector), ``history``, ``memory``; queries ``state`` and ``slots``."""
+    def latent_segments(self) -> tuple[dict[str, slice], dict[str, slice]]:
+        """The token segment map of the last :meth:`step`'s cross-attention, for attention probes
+        (:mod:`vlnkit.perception.attention`): latents ``instruction``, ``subgoals``, ``view0`` ... (one per
+        sector), ``history``, ``memory``; queries ``state`` and ``slots``."""
+        sizes = list(self._layout)
         names = ["instruction", "subgoals", "views", "history", "memory"]
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
         latents = {n: slice(a, a + size) for n, a, size in zip(names, starts, sizes) if n != "views"}
         latents.update({f"view{i}": slice(starts[2] + i, starts[2] + i + 1) for i in range(sizes[2])})
+        return latents, self.query_segments()[0]
+
+    def query_segments(self) -> tuple[dict[str, slice], dict[str, slice]]:
+        """The segment map of the self-attention over the queries: ``state`` and ``slots``."""
         queries = {"state": slice(0, 1), "slots": slice(1, self.config.queries)}
-        for block in self.blocks:
-            block.cross_attn.key_segments, block.cross_attn.query_segments = latents, queries
-            if isinstance(block.self_attn, HookedMultiheadAttention):
-                block.self_attn.key_segments = block.self_attn.query_segments = queries
+        return queries, queries

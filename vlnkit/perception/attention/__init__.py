@@ -11,15 +11,13 @@ from vlnkit.perception.attention.hook import (
     any_probes,
     attach,
     attend,
-    hook_torch_attention,
     probe_heads,
     probe_logits,
     probe_probs,
     probes_of,
     sites,
-    unhooked,
 )
 
 __all__ = ["AttentionCall", "AttentionSite", "Capture", "HookedEncoderLayer", "HookedMultiheadAttention", "Probe",
-           "any_probes", "attach", "attend", "hook_torch_attention", "probe_heads", "probe_logits",
-           "probe_probs", "probes_of", "sites", "unhooked"]
+           "any_probes", "attach", "attend", "probe_heads", "probe_logits", "probe_probs",
+           "probes_of", "sites"]

@@ -11,19 +11,22 @@ projection, and lets the probe edit each of them in that order (``on_logits`` ->
 ``on_probs`` -> dropout -> ``@ v`` -> ``on_heads``). Each call also carries the module's query input and
 a token segment map (:class:`AttentionCall`) where the module knows them.
 
-Sites (modules that :func:`attach` can select) are the :class:`AttentionSite` modules:
+Sites (modules that :func:`attach` can select) are every ``batch_first`` :class:`torch.nn.MultiheadAttention`
+and the :class:`AttentionSite` modules:
 
-- the policy's attentions (:class:`HookedMultiheadAttention`, a drop-in :class:`torch.nn.MultiheadAttention`)
-  and its instruction encoder layer (:class:`HookedEncoderLayer`), with segment maps;
+- torch's attention, as the policy (with segment maps), its instruction encoder and OAT use it: while a
+  probe is attached, :func:`attach` turns the module into a :class:`HookedMultiheadAttention` (and its
+  :class:`torch.nn.TransformerEncoderLayer` into a :class:`HookedEncoderLayer`, whose fused fast path would
+  bypass it) and back on leaving, so without probes these are torch's own modules, at torch's speed;
 - the reversible LTM Transformer's layers (whose numpy fast path steps aside while probed);
 - the backbones' attentions: CSWin's ``LePEAttention``, PP-MobileSeg's ``StridedSeaAttention``,
-  DependencyViT's ``ReversedAttention``, Sparsifiner's ``SparsifinerAttention``; the readout head's ``ReadoutAttention``; OAT's encoder and decoder
-  (:func:`hook_torch_attention`);
+  DependencyViT's ``ReversedAttention``, Sparsifiner's ``SparsifinerAttention``; the readout head's
+  ``ReadoutAttention``;
 - the attention modules of a ``transformers`` model (SmolLM2), through :mod:`vlnkit.perception.attention.hf`.
 
 Not sites: the token mixers of :mod:`vlnkit.perception.kernels.mixers` (lightning, longgen, anchor, paro and
-the deconstructed variants; linear, block-sparse or fused) form no softmax map over tokens to expose, and OverLoCK's dynamic kernels are
-per-pixel convolution weights; the tiny CLIP has no attention.
+the deconstructed variants; linear, block-sparse or fused) form no softmax map over tokens to expose, and
+OverLoCK's dynamic kernels are per-pixel convolution weights; the tiny CLIP has no attention.
 
     with attach(policy, "blocks.*.cross_attn", capture := Capture()):
         policy.step(...)
@@ -32,11 +35,10 @@ per-pixel convolution weights; the tiny CLIP has no attention.
 
 from __future__ import annotations
 
-import copy
 import fnmatch
 import math
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -125,8 +127,9 @@ class AttentionSite:
 
 
 def probes_of(module: nn.Module | None) -> list[Probe]:
-    """The probes attached to ``module`` (empty when none, or when ``module`` is None)."""
-    return getattr(module, PROBES_ATTR, None) or []
+    """The probes attached to ``module`` (empty when none, or when ``module`` is None). A plain dict lookup:
+    ``nn.Module.__getattr__`` on a missing name costs microseconds, and this runs on every attention call."""
+    return module.__dict__.get(PROBES_ATTR) or [] if module is not None else []
 
 
 def any_probes(model: nn.Module) -> bool:
@@ -230,18 +233,6 @@ def _with(mask: Tensor | None, keep: Tensor) -> Tensor:
     return mask & keep if mask.dtype == torch.bool else mask.masked_fill(~keep, float("-inf"))
 
 
-def hook_torch_attention(model: nn.Module) -> nn.Module:
-    """Make every :class:`torch.nn.MultiheadAttention` (``batch_first``) and
-    :class:`torch.nn.TransformerEncoderLayer` inside ``model`` a site, in place (classes changed, parameters
-    and their initialisation kept); returns ``model``."""
-    for m in model.modules():
-        if type(m) is nn.TransformerEncoderLayer:
-            m.__class__ = HookedEncoderLayer
-        elif type(m) is nn.MultiheadAttention:
-            HookedMultiheadAttention.adopt(m)
-    return model
-
-
 def _edit(new: Tensor | None, old: Tensor, what: str) -> Tensor:
     """A probe's replacement for ``old`` (``old`` when it returned None), checked for shape."""
     if new is None:
@@ -251,23 +242,13 @@ def _edit(new: Tensor | None, old: Tensor, what: str) -> Tensor:
     return new
 
 
-def unhooked(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` with every hooked module turned back into its torch class: the model as it
-    would be without the hook (for the tests and benchmarks that compare against it)."""
-    plain = copy.deepcopy(model)
-    for m in plain.modules():
-        if isinstance(m, HookedMultiheadAttention):
-            m.__class__ = nn.MultiheadAttention
-        elif isinstance(m, HookedEncoderLayer):
-            m.__class__ = nn.TransformerEncoderLayer
-    return plain
-
-
 def sites(model: nn.Module) -> dict[str, nn.Module]:
     """Every attention site inside ``model`` by its module name (``""`` for ``model`` itself)."""
     from vlnkit.perception.attention.hf import is_hf_attention
 
-    return {name: m for name, m in model.named_modules() if isinstance(m, AttentionSite) or is_hf_attention(m)}
+    return {name: m for name, m in model.named_modules()
+            if isinstance(m, (AttentionSite, nn.MultiheadAttention)) and getattr(m, "batch_first", True)
+            or is_hf_attention(m)}
 
 
 @contextmanager
@@ -281,6 +262,7 @@ def attach(model: nn.Module, pattern: str, *probes: Probe) -> Iterator[list[str]
         raise ValueError(f"no attention site of {type(model).__name__} matches {pattern!r}; sites: {sorted(found)}")
     from vlnkit.perception.attention.hf import probing
 
+    swapped = _swap_in(model, chosen.values())
     with probing(model, chosen):
         for name, m in chosen.items():
             setattr(m, PROBES_ATTR, [*probes_of(m), *probes])
@@ -294,28 +276,35 @@ def attach(model: nn.Module, pattern: str, *probes: Probe) -> Iterator[list[str]
                     setattr(m, PROBES_ATTR, left)
                 else:
                     delattr(m, PROBES_ATTR)
+            for m, cls in swapped:
+                m.__class__ = cls
+
+
+def _swap_in(model: nn.Module, chosen: Iterable[nn.Module]) -> list[tuple[nn.Module, type]]:
+    """Turn the chosen torch attentions into :class:`HookedMultiheadAttention` and their encoder layers into
+    :class:`HookedEncoderLayer` (parameters untouched); returns what was swapped, to swap back."""
+    chosen = list(chosen)
+    swapped: list[tuple[nn.Module, type]] = []
+    for m in model.modules():
+        if type(m) is nn.TransformerEncoderLayer and any(m.self_attn is c for c in chosen):
+            swapped.append((m, type(m)))
+            m.__class__ = HookedEncoderLayer
+    for m in chosen:
+        if type(m) is nn.MultiheadAttention:
+            swapped.append((m, type(m)))
+            m.__class__ = HookedMultiheadAttention
+    return swapped
 
 
 class HookedMultiheadAttention(nn.MultiheadAttention, AttentionSite):
-    """:class:`torch.nn.MultiheadAttention` (``batch_first`` only, same parameters and state-dict keys)
-    whose attention goes through :func:`attend` while probes are attached; without them it is
-    ``nn.MultiheadAttention.forward`` itself. ``key_segments`` and ``query_segments`` may be set by the
-    owning model before a call for the probes' segment map."""
+    """:class:`torch.nn.MultiheadAttention` (``batch_first`` only, same parameters and state-dict keys) whose
+    attention goes through :func:`attend` while probes are attached; without them it is
+    ``nn.MultiheadAttention.forward`` itself. :func:`attach` turns a torch attention into one for the time a
+    probe sits on it. The owning model may give it a ``segment_map`` attribute, a callable returning the
+    ``(key_segments, query_segments)`` of the current call, for the probes' :class:`AttentionCall`."""
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0) -> None:
         super().__init__(embed_dim, num_heads, dropout=dropout, batch_first=True)
-        self.key_segments: dict[str, slice] = {}
-        self.query_segments: dict[str, slice] = {}
-
-    @classmethod
-    def adopt(cls, module: nn.MultiheadAttention) -> HookedMultiheadAttention:
-        """``module`` itself made hookable in place (its class changed, its parameters kept), so a model that
-        builds a torch layer and adopts its attention draws the same random initialisation as before."""
-        if not module.batch_first:
-            raise ValueError("HookedMultiheadAttention supports batch_first attention only")
-        module.__class__ = cls
-        module.key_segments, module.query_segments = {}, {}
-        return module  # type: ignore[return-value]
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None = None,
                 need_weights: bool = True, attn_mask: Tensor | None = None, average_attn_weights: bool = True,
@@ -341,10 +330,12 @@ class HookedMultiheadAttention(nn.MultiheadAttention, AttentionSite):
         if recorder is not None:
             setattr(self, PROBES_ATTR, [*probes_of(self), recorder])
         try:
+            segment_map = self.__dict__.get("segment_map")
+            key_segments, query_segments = segment_map() if segment_map is not None else ({}, {})
             out = attend(self, heads(query, w_q, b_q), heads(key, w_k, b_k), heads(value, w_v, b_v),
                          attn_mask=attn_mask, key_padding_mask=key_padding_mask, is_causal=is_causal and attn_mask is None,
-                         dropout_p=self.dropout, inputs=query, key_inputs=key, key_segments=self.key_segments,
-                         query_segments=self.query_segments)
+                         dropout_p=self.dropout, inputs=query, key_inputs=key, key_segments=key_segments,
+                         query_segments=query_segments)
         finally:
             if recorder is not None:
                 setattr(self, PROBES_ATTR, probes_of(self)[:-1])
@@ -366,13 +357,8 @@ class _ProbsRecorder(Probe):
 
 
 class HookedEncoderLayer(nn.TransformerEncoderLayer):
-    """:class:`torch.nn.TransformerEncoderLayer` (``batch_first``) whose ``self_attn`` is adopted as a
-    :class:`HookedMultiheadAttention` (same parameters and initialisation). Without probes it is the parent's forward (fast path included); with probes on its
-    ``self_attn`` it runs the layer's Python path, which the fused fast path would bypass."""
-
-    def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, norm_first: bool) -> None:
-        super().__init__(d_model, nhead, dim_feedforward, dropout, batch_first=True, norm_first=norm_first)
-        HookedMultiheadAttention.adopt(self.self_attn)
+    """:class:`torch.nn.TransformerEncoderLayer` while a probe sits on its ``self_attn`` (:func:`attach` swaps
+    it in and out): it runs the layer's Python path, which the fused fast path would bypass."""
 
     def forward(self, src: Tensor, src_mask: Tensor | None = None, src_key_padding_mask: Tensor | None = None,
                 is_causal: bool = False) -> Tensor:
