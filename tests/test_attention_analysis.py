@@ -10,6 +10,7 @@ from vlnkit.perception.attention import HookedMultiheadAttention, attach
 from vlnkit.perception.attention.analysis import (
     attention_distance,
     fai,
+    gradient_head_importance,
     head_importance,
     head_span,
     local_global_heads,
@@ -79,3 +80,25 @@ def test_a_head_with_a_zero_output_block_has_zero_importance() -> None:
     importance = head_importance(evaluate, [""], heads=2)
     assert importance["loss"][0, 1] == 0.0 and importance["norm"][0, 1] == 0.0
     assert importance["loss"][0, 0] != 0.0
+
+
+def test_gradient_importance_equals_the_finite_difference_of_the_gate() -> None:
+    torch.manual_seed(1)
+    attn = HookedMultiheadAttention(8, 2)
+    x, target = torch.randn(3, 4, 8), torch.randn(3, 4, 8)
+
+    def loss(scales):
+        with attach(attn, "", HeadScale(scales)):
+            return ((attn(x, x, x, need_weights=False)[0] - target) ** 2).mean()
+
+    grad = gradient_head_importance(loss, [""], heads=2)[0]
+    eps = 1e-3
+    for h in range(2):
+        up, down = torch.ones(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
+        up[h], down[h] = 1 + eps, 1 - eps
+        with torch.no_grad():
+            numeric = (loss({"": up.float()}) - loss({"": down.float()})) / (2 * eps)
+        assert abs(grad[h] - abs(float(numeric))) < 1e-3 * max(1.0, abs(float(numeric)))
+    with torch.no_grad():
+        attn.out_proj.weight[:, 4:] = 0.0       # head 1 can no longer reach the output
+    assert gradient_head_importance(loss, [""], heads=2)[0, 1] == 0.0

@@ -1,6 +1,6 @@
 """Attention analyses on captured maps (:class:`~vlnkit.perception.attention.hook.Capture`): spatial strength
 profiles and attention distance per head (ViT-VA), head span, WAAD and FAI (Preplan-and-Anchor), and
-pruning-based head importance.
+head importance by pruning and by its gradient proxy.
 
 Re-implemented from ``docs/perception-attention.md`` (sections 5 and 6); every function takes attention
 probabilities ``A`` ``(..., N_q, N_k)`` whose rows sum to 1 and returns numbers per head, so they apply to
@@ -117,3 +117,14 @@ def head_importance(evaluate: Callable[[dict[str, Tensor]], dict[str, float]], s
             for metric, value in scores.items():
                 out[metric][i, h] = value - base[metric]
     return out
+
+
+def gradient_head_importance(loss: Callable[[dict[str, Tensor]], Tensor], sites: Sequence[str], heads: int
+                             ) -> np.ndarray:
+    """Michel et al.'s gradient proxy of head importance, ``|dL / d xi_h|`` at ``xi = 1``: ``loss(scales)``
+    runs the model with head gates ``scales`` (site -> ``(H,)``, applied by
+    :class:`~vlnkit.perception.attention.interventions.HeadScale`) and returns a scalar loss (average it over
+    a batch for the expectation). Returns ``(len(sites), heads)``."""
+    gates = {site: torch.ones(heads, requires_grad=True) for site in sites}
+    grads = torch.autograd.grad(loss(gates), [gates[site] for site in sites], allow_unused=True)
+    return np.stack([np.zeros(heads) if g is None else g.abs().detach().numpy() for g in grads])
