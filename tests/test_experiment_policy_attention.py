@@ -36,18 +36,24 @@ def test_tiny_policy_attention_run(tmp_path: Path, checkpoint: Path) -> None:
     assert sorted(conditions) == ["carve", "off", "paint", "var", "vhr"]
     assert all(c["episodes"] == 3 for c in conditions.values())
     assert conditions["off"]["tc_delta"] == 0.0 and conditions["off"]["tc_low"] == 0.0
-    assert sorted(results["importance"]) == ["L0H0", "L0H1", "L1H0", "L1H1"]
+    assert len(results["importance"]) == 1 and sorted(results["importance"][0]) == ["L0H0", "L0H1", "L1H0", "L1H1"]
     assert sorted(results["pruning"]) == ["importance", "random"]
     for curve in results["pruning"].values():
         assert sorted(curve) == ["0", "0.5", "1"] and curve["0"] == conditions["off"]["tc"]
     # Both orders remove every head at fraction 1: the same runs, the same TC.
     assert results["pruning"]["importance"]["1"] == results["pruning"]["random"]["1"]
-    folders = sorted(p.name for p in (run_dir / "runs").iterdir())
+    folders = sorted(p.name for p in (run_dir / "runs" / "p0").iterdir())
     assert "mask_L1H1" in folders and "prune_random_0.5" in folders and "calibration" in folders
     assert (run_dir / "pruning.png").is_file() and "Head importance" in (run_dir / "results.md").read_text()
-    stamp = (run_dir / "runs" / "off" / "episodes.jsonl").stat().st_mtime_ns
+    stamp = (run_dir / "runs" / "p0" / "off" / "episodes.jsonl").stat().st_mtime_ns
     assert run_experiment("policy_attention", args) == run_dir
-    assert (run_dir / "runs" / "off" / "episodes.jsonl").stat().st_mtime_ns == stamp
+    assert (run_dir / "runs" / "p0" / "off" / "episodes.jsonl").stat().st_mtime_ns == stamp
+    # Two policies (the same checkpoint twice): per-policy levels, pooled means, the same differences.
+    two = json.loads((run_experiment("policy_attention", [*args[2:], f"out={tmp_path / 'two'}",
+                                                           f"checkpoint=[{checkpoint},{checkpoint}]"])
+                      / "results.json").read_text())["results"]["conditions"]
+    assert two["vhr"]["tc_per_policy"] == [conditions["vhr"]["tc"]] * 2
+    assert two["vhr"]["tc_delta"] == conditions["vhr"]["tc_delta"] and two["vhr"]["episodes"] == 6
 
 
 def test_analyze_attention_summarises_every_head(tmp_path: Path, checkpoint: Path) -> None:
