@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vlnkit.eval.experiments.llm_attention import _mentions
+from vlnkit.eval.experiments.llm_attention import _mentions, _prompt
 from vlnkit.eval.experiments.runner import run_experiment
 
 
@@ -52,8 +52,21 @@ def test_tiny_llm_attention_run(tmp_path: Path, tiny_llm: Path) -> None:
         if "sampled_layers" in episode:
             assert episode["sampled_layers"] == [1, 2]          # the middle third of 4 layers
             assert math.isnan(episode["fai_enrichment"]) or episode["fai_enrichment"] >= 0.0
+    assert sorted(results["conditions"]) == ["off", "paint", "vhr"]
+    assert all(c["answers"] == 2 for c in results["conditions"].values())
     rate = results["summary"]["hallucination_rate"]
     assert math.isnan(rate) or 0.0 <= rate <= 1.0
     stamp = (run_dir / "checkpoints" / "episodes.pt").stat().st_mtime_ns
     assert run_experiment("llm_attention", args) == run_dir
     assert (run_dir / "checkpoints" / "episodes.pt").stat().st_mtime_ns == stamp
+
+
+def test_the_prompt_marks_exactly_the_observation_tokens(tiny_llm: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llm)
+    ids, span = _prompt(tokenizer, "Turn left at the bank.", "ahead: cafe, tree; left: bank")
+    assert span.shape == (ids.shape[1],) and span.any()
+    assert tokenizer.decode(ids[0][span]).strip() == "ahead: cafe, tree; left: bank"
+    first = int(span.nonzero()[0])
+    assert "What you see:" in tokenizer.decode(ids[0][:first])

@@ -13,6 +13,11 @@ the model answers greedily (``max_new_tokens``).
   distances between the two passes' head outputs. A mentioned landmark category is *hallucinated* when no
   direction shows it. Reported: the hallucination rate over mentions, and the mean T-VHD of grounded and of
   hallucinated mentions (the paper: hallucinated objects get low T-VHD).
+- **Interventions** (``interventions``, each answer generated again with it on): ``vhr`` scales by
+  ``alpha`` the top half of the heads by VHD at the first generated token (observation against blanked) in the
+  second layer and the last 44% of layers (the paper's 1 + 14 of 32), fixed for the answer; ``paint`` adds
+  ``alpha |z|`` to the logits of the observation's tokens in the last query row of layers 2 .. L-1. Reported
+  per condition: mentions, hallucination rate and answer length.
 - **WAAD/FAI** (Preplan-and-Anchor): over 5 evenly spaced layers of the middle third, the 30% of (layer, head)
   with the shortest and the longest span on the response rows form the local and global sets; FAI (``h_lo``,
   ``h_hi``) of every prompt token; reported: how much more often the top decile of FAI lands on the
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import math
 import re
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
@@ -32,8 +38,9 @@ from omegaconf import DictConfig
 from vlnkit.agents.llm.prompt import visible_landmarks
 from vlnkit.agents.llm.transformers_llm import load_transformers_llm
 from vlnkit.eval.experiments.runner import ExperimentContext, ExperimentResult, Table
-from vlnkit.perception.attention import Capture, attach
+from vlnkit.perception.attention import AttentionCall, Capture, Probe, attach
 from vlnkit.perception.attention.analysis import fai, head_span, local_global_heads, waad
+from vlnkit.perception.attention.interventions import HeadScale, paint_logits, vhr_heads
 
 QUESTION = "In one sentence, name the landmarks you see and where they are."
 
@@ -43,10 +50,63 @@ def _observation_text(visible: dict[str, list[str]]) -> str:
     return "; ".join(parts) if parts else "no landmarks"
 
 
-def _prompt(tokenizer: Any, instruction: str, observation: str) -> torch.Tensor:
+def _prompt(tokenizer: Any, instruction: str, observation: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chat prompt's token ids ``(1, P)`` and a boolean ``(P,)`` marking the observation's tokens."""
     messages = [{"role": "user", "content": f"Instruction: {instruction}\nWhat you see: {observation}\n{QUESTION}"}]
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    return ids["input_ids"]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    start = text.index(f"What you see: {observation}") + len("What you see: ")
+    end = start + len(observation)
+    span = torch.tensor([a < end and b > start for a, b in encoded["offset_mapping"]])
+    return torch.tensor([encoded["input_ids"]]), span
+
+
+class _Paint(Probe):
+    """PAINT on a causal LM: ``z + alpha |z|`` on the observation's keys in the last query row."""
+
+    def __init__(self, observation: torch.Tensor, alpha: float) -> None:
+        self.observation, self.alpha = observation, alpha
+
+    def on_logits(self, call: AttentionCall, logits: torch.Tensor) -> torch.Tensor:
+        local = torch.zeros(logits.shape[-1], dtype=torch.bool)
+        local[: len(self.observation)] = self.observation
+        return paint_logits(logits, local, torch.zeros_like(local), self.alpha, 0.0, row=-1)
+
+
+def _generate(cfg: DictConfig, model: Any, ids: torch.Tensor, *attachments: tuple[str, Probe]) -> torch.Tensor:
+    """The greedy answer's token ids with ``(site pattern, probe)`` attachments."""
+    with torch.no_grad(), ExitStack() as stack:
+        for pattern, probe in attachments:
+            stack.enter_context(attach(model, pattern, probe))
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=int(cfg.max_new_tokens),
+                             do_sample=False)
+    return out[0, ids.shape[1]:]
+
+
+
+def _vhr(cfg: DictConfig, model: Any, ids: torch.Tensor, blank: torch.Tensor) -> HeadScale:
+    """VHR's head scales for one prompt: per chosen layer, the top half of the heads by VHD at the first
+    generated token (the last prompt row, observation against blanked) get ``alpha``."""
+    full, without = _capture(model, ids), _capture(model, blank)
+    sites = sorted(full, key=_layer_index)
+    layers = len(sites)
+    chosen_layers = {1, *range(layers - round(0.44 * layers), layers)}
+    scales = {}
+    for i in sorted(chosen_layers):
+        heads, heads_without = full[sites[i]].heads[0, :, -1].float(), without[sites[i]].heads[0, :, -1].float()
+        chosen = vhr_heads((heads - heads_without).norm(dim=-1), heads_without.pow(2).sum(-1))
+        scales[sites[i]] = 1.0 + (float(cfg.interventions.vhr.alpha) - 1.0) * chosen.float()
+    return HeadScale(scales)
+
+
+class _LayersFrom(Probe):
+    """``probe`` on the sites of layer ``first`` and deeper only."""
+
+    def __init__(self, probe: Probe, first: int) -> None:
+        self.probe, self.first = probe, first
+
+    def on_logits(self, call: AttentionCall, logits: torch.Tensor) -> torch.Tensor | None:
+        return self.probe.on_logits(call, logits) if _layer_index(call.site) >= self.first else None
 
 
 def _capture(model: Any, ids: torch.Tensor) -> dict[str, Capture.Record]:
@@ -75,21 +135,31 @@ def _layer_index(site: str) -> int:
 def _episode(cfg: DictConfig, model: Any, tokenizer: Any, instruction: str, visible: dict[str, list[str]],
              categories: list[str]) -> dict[str, Any]:
     """One prompt: the answer, its mentions with T-VHD, and the FAI enrichment of the instruction's landmarks."""
-    ids = _prompt(tokenizer, instruction, _observation_text(visible))
-    blank = _prompt(tokenizer, instruction, "(no observation)")
-    with torch.no_grad():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=int(cfg.max_new_tokens),
-                             do_sample=False)
-    response = out[0, ids.shape[1]:]
+    ids, observation = _prompt(tokenizer, instruction, _observation_text(visible))
+    blank, _ = _prompt(tokenizer, instruction, "(no observation)")
+    seen = {name for names in visible.values() for name in names}
+    conditions = {}
+    for name in cfg.interventions:
+        if name == "vhr":
+            answer = _generate(cfg, model, ids, ("*self_attn", _vhr(cfg, model, ids, blank)))
+        elif name == "paint":
+            paint = _Paint(observation, float(cfg.interventions.paint.alpha))
+            answer = _generate(cfg, model, ids, ("*self_attn", _LayersFrom(paint, 2)))
+        else:
+            raise ValueError(f"llm_attention: unknown intervention {name!r}; expected vhr or paint")
+        found = _mentions(tokenizer, answer.tolist(), categories)
+        conditions[name] = {"answer": tokenizer.decode(answer, skip_special_tokens=True), "tokens": len(answer),
+                            "mentions": len(found), "hallucinated": sum(n not in seen for n in found)}
+    response = _generate(cfg, model, ids)
     if len(response) == 0:
-        return {"answer": "", "mentions": {}}
+        return {"answer": "", "mentions": {}, "conditions": conditions}
+    out = torch.cat([ids, response[None]], dim=1)
     full, blank_full = _capture(model, out), _capture(model, torch.cat([blank, response[None]], dim=1))
     p, q = ids.shape[1], blank.shape[1]
     sites = sorted(full, key=_layer_index)
     vhd = torch.stack([(full[s].heads[0, :, p:] - blank_full[s].heads[0, :, q:]).float().norm(dim=-1).T
                        for s in sites])                                # (layers, response tokens, heads)
     t_vhd = vhd.topk(min(int(cfg.vhd_top_k), vhd.shape[-1]), dim=-1).values.sum(-1).sum(0)
-    seen = {name for names in visible.values() for name in names}
     mentions = {name: {"t_vhd": float(t_vhd[j]), "grounded": name in seen}
                 for name, j in _mentions(tokenizer, response.tolist(), categories).items()}
 
@@ -115,7 +185,9 @@ def _episode(cfg: DictConfig, model: Any, tokenizer: Any, instruction: str, visi
         order = np.argsort(-np.nan_to_num(fai_scores.numpy(), nan=-np.inf))
         top[order[: max(1, int(0.1 * valid.sum()))]] = True
         enrichment = float((top & candidates).sum() / top.sum()) / float(candidates.sum() / valid.sum())
-    return {"answer": tokenizer.decode(response, skip_special_tokens=True), "mentions": mentions,
+    conditions["off"] = {"answer": tokenizer.decode(response, skip_special_tokens=True), "tokens": len(response),
+                         "mentions": len(mentions), "hallucinated": sum(not m["grounded"] for m in mentions.values())}
+    return {"answer": tokenizer.decode(response, skip_special_tokens=True), "mentions": mentions, "conditions": conditions,
             "fai_enrichment": enrichment, "mean_waad": float(waad_scores.mean()), "sampled_layers": sampled}
 
 
@@ -176,4 +248,20 @@ def run(cfg: DictConfig, ctx: ExperimentContext) -> ExperimentResult:
                      [[k, e["answer"], ", ".join(f"{n} ({'yes' if m['grounded'] else 'no'}, T-VHD {m['t_vhd']:.2f})"
                                                  for n, m in e["mentions"].items())]
                       for k, e in list(done.items())[:10]])
-    return ExperimentResult(results={"summary": summary, "episodes": done}, tables=[table, examples])
+    names = ["off", *[str(n) for n in cfg.interventions]]
+    per_condition = {}
+    for name in names:
+        runs = [e["conditions"][name] for e in done.values() if name in e.get("conditions", {})]
+        mentioned = sum(r["mentions"] for r in runs)
+        per_condition[name] = {
+            "answers": len(runs), "mentions": mentioned,
+            "hallucination_rate": sum(r["hallucinated"] for r in runs) / mentioned if mentioned else math.nan,
+            "mean_tokens": float(np.mean([r["tokens"] for r in runs])) if runs else math.nan}
+    interventions = Table("Landmark hallucination with VHR and PAINT on SmolLM2", ["condition", "answers", "mentions",
+                          "hallucination rate", "answer tokens"],
+                          [[n, c["answers"], c["mentions"], f"{c['hallucination_rate']:.3f}", f"{c['mean_tokens']:.1f}"]
+                           for n, c in per_condition.items()],
+                          note="A mention is hallucinated when no direction of the observation shows the category. "
+                               "Longer answers mention more; compare rates, and lengths.")
+    return ExperimentResult(results={"summary": summary, "conditions": per_condition, "episodes": done},
+                            tables=[table, interventions, examples])
