@@ -96,13 +96,13 @@ def run(cfg: DictConfig, ctx: ExperimentContext) -> ExperimentResult:
         ctx.save_state("summary", state)
 
     sites = sorted(state["shares"])
-    labels = [f"{site.split('.')[1]}:{h}" for site in sites for h in range(len(state["shares"][site]))]
+    labels = [f"L{site.split('.')[1]} H{h}" for site in sites for h in range(len(state["shares"][site]))]
     matrix = np.array([row for site in sites for row in state["shares"][site]])
     figure = ctx.figure_path("segments.png")
     fig, ax = plt.subplots(figsize=(6, 0.35 * len(labels) + 1.5))
     image = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
     ax.set_xticks(range(len(SEGMENTS)), SEGMENTS)
-    ax.set_yticks(range(len(labels)), [f"layer {label}" for label in labels])
+    ax.set_yticks(range(len(labels)), labels)
     fig.colorbar(image, ax=ax, label="decision-token attention share")
     fig.tight_layout()
     fig.savefig(figure, dpi=120)
