@@ -8,7 +8,6 @@ from vlnkit.perception.attention.hook import (
     HookedEncoderLayer,
     HookedMultiheadAttention,
     Probe,
-    any_probes,
     attach,
     attend,
     probe_heads,
@@ -19,5 +18,4 @@ from vlnkit.perception.attention.hook import (
 )
 
 __all__ = ["AttentionCall", "AttentionSite", "Capture", "HookedEncoderLayer", "HookedMultiheadAttention", "Probe",
-           "any_probes", "attach", "attend", "probe_heads", "probe_logits", "probe_probs",
-           "probes_of", "sites"]
+           "attach", "attend", "probe_heads", "probe_logits", "probe_probs", "probes_of", "sites"]

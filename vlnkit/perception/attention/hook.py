@@ -132,11 +132,6 @@ def probes_of(module: nn.Module | None) -> list[Probe]:
     return module.__dict__.get(PROBES_ATTR) or [] if module is not None else []
 
 
-def any_probes(model: nn.Module) -> bool:
-    """Whether any site inside ``model`` has a probe attached."""
-    return any(probes_of(m) for m in model.modules())
-
-
 def attend(
     module: nn.Module,
     q: Tensor,
