@@ -42,6 +42,8 @@ def test_tiny_policy_attention_run(tmp_path: Path, checkpoint: Path) -> None:
         assert sorted(curve) == ["0", "0.5", "1"] and curve["0"] == conditions["off"]["tc"]
     # Both orders remove every head at fraction 1: the same runs, the same TC.
     assert results["pruning"]["importance"]["1"] == results["pruning"]["random"]["1"]
+    recorded = json.loads((run_dir / "runs" / "p0" / "off" / "run.json").read_text())["config"]["agent"]
+    assert recorded["memory"] == "none"                  # each run folder names the memory the agent used
     folders = sorted(p.name for p in (run_dir / "runs" / "p0").iterdir())
     assert "mask_L1H1" in folders and "prune_random_0.5" in folders and "calibration" in folders
     assert (run_dir / "pruning.png").is_file() and "Head importance" in (run_dir / "results.md").read_text()

@@ -82,7 +82,7 @@ def run(cfg: DictConfig, ctx: ExperimentContext) -> ExperimentResult:
         capture = Capture()
         with ctx.bar(1, desc="attention_analysis rollouts") as bar, attach(agent.model, CROSS, capture):
             evaluate(agent, task=str(cfg.task), split=str(cfg.split), limit=int(cfg.episodes), seed=ctx.seed,
-                     out=str(ctx.run_dir / "rollouts"), progress=False)
+                     out=str(ctx.run_dir / "rollouts"), progress=False, overrides=[f"memory={cfg.memory}"])
             bar.update(1)
         shares, entropy = {}, {}
         for site, records in capture.calls.items():

@@ -71,12 +71,13 @@ class _Policy:
     def __init__(self, cfg: DictConfig, ctx: ExperimentContext, index: int, checkpoint: Path) -> None:
         self.cfg, self.ctx, self.index, self.checkpoint = cfg, ctx, index, checkpoint
         self.folder = ctx.run_dir / "runs" / f"p{index}"
+        self.record = [f"memory={cfg.memory}"]   # so each run folder's config names the memory it used
 
     def evaluate(self, name: str, attention: dict[str, Any] | None, limit: int) -> dict[str, dict[str, float]]:
         """Roll the agent with ``attention`` out on the first ``limit`` episodes of the split."""
         out = self.folder / name
         evaluate(_agent(self.cfg, self.checkpoint, attention), task=str(self.cfg.task), split=str(self.cfg.split),
-                 limit=limit, seed=self.ctx.seed, out=str(out), progress=False)
+                 limit=limit, seed=self.ctx.seed, out=str(out), progress=False, overrides=self.record)
         return _episodes(out)
 
     def sink_dimensions(self) -> list[int]:
@@ -90,7 +91,7 @@ class _Policy:
         shutil.rmtree(out, ignore_errors=True)      # every episode must run (and be captured) again
         with attach(agent.model, CROSS, capture):
             evaluate(agent, task=str(self.cfg.task), split="train", limit=int(self.cfg.calibration_episodes),
-                     seed=self.ctx.seed, out=str(out), progress=False)
+                     seed=self.ctx.seed, out=str(out), progress=False, overrides=self.record)
         keys = [r.call.key_inputs[0] for records in capture.calls.values() for r in records]
         dims = calibrate_sink_dimensions(torch.cat(keys), count=2, min_ratio=float(self.cfg.sink_ratio)) if keys else []
         self.ctx.save_state(f"sinks_p{self.index}", dims)
