@@ -124,7 +124,7 @@ class PolicyAgent:
                        ) -> tuple[torch.Tensor, torch.Tensor]:
                 return self.model.step(
                     self._instruction if instruction is None else instruction, self.model.subgoal_tokens(self._subgoals, view, streets),
-                    self.model.visual_tokens(view, streets), history, ages, history_pad, torch.from_numpy(rows)[None],
+                    visual if view is panorama and streets is links else self.model.visual_tokens(view, streets), history, ages, history_pad, torch.from_numpy(rows)[None],
                     query, self.hidden,
                 )
 

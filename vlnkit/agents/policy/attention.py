@@ -183,18 +183,26 @@ class PolicyAttention:
         self.kept_views = keep
         return panorama * keep[None, :, None].to(panorama.dtype)
 
-    def _choose_vhr_heads(self, decide: Decide, panorama: Tensor, links: Tensor) -> HeadScale:
-        """VHR's heads for this episode: head outputs at the decision token with the panorama and with a null
-        one (the other probes attached, as the decision will see them)."""
+    def vision_divergence(self, decide: Decide, panorama: Tensor, links: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+        """Per cross-attention site, VHD ``(H,)`` (the decision token's head outputs with the panorama against
+        a null one: all-zero features and links) and the null pass's squared output norms ``TA`` ``(H,)``,
+        with this agent's other probes attached, as the decision will see them."""
         seen, blind = Capture(), Capture()
         with attach(self.model, CROSS, *self.probes, seen):
             decide(panorama, links)
         with attach(self.model, CROSS, *self.probes, blind):
             decide(torch.zeros_like(panorama), torch.zeros_like(links))
-        scales = {}
+        out = {}
         for site in self.sites:
             with_view, without = seen.calls[site][0].heads[..., :1, :], blind.calls[site][0].heads[..., :1, :]
-            chosen = vhr_heads(head_divergence(with_view, without)[0], without[0, :, 0].float().pow(2).sum(-1))
+            out[site] = head_divergence(with_view, without)[0], without[0, :, 0].float().pow(2).sum(-1)
+        return out
+
+    def _choose_vhr_heads(self, decide: Decide, panorama: Tensor, links: Tensor) -> HeadScale:
+        """VHR's heads for this episode from :meth:`vision_divergence`."""
+        scales = {}
+        for site, (vhd, ta) in self.vision_divergence(decide, panorama, links).items():
+            chosen = vhr_heads(vhd, ta)
             self.chosen[site] = torch.nonzero(chosen).flatten().tolist()
             scales[site] = 1.0 + (self.vhr_alpha - 1.0) * chosen.float()
         return HeadScale(scales)

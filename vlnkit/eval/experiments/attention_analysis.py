@@ -29,7 +29,6 @@ from vlnkit.agents.policy.attention import CROSS  # noqa: E402
 from vlnkit.eval.api import evaluate  # noqa: E402
 from vlnkit.eval.experiments.runner import ExperimentContext, ExperimentResult, Table  # noqa: E402
 from vlnkit.perception.attention import Capture, attach  # noqa: E402
-from vlnkit.perception.attention.interventions import head_divergence  # noqa: E402
 
 SEGMENTS = ("instruction", "subgoals", "views", "history", "memory")
 
@@ -54,14 +53,8 @@ class _FirstStepVHD:
 
         def decide(fn, panorama, links):  # noqa: ANN001, ANN202 - PolicyAttention.decide's signature
             if agent.steps == 0:
-                seen, blind = Capture(), Capture()
-                with attach(agent.model, CROSS, seen):
-                    fn(panorama, links)
-                with attach(agent.model, CROSS, blind):
-                    fn(torch.zeros_like(panorama), torch.zeros_like(links))
-                for site in seen.calls:
-                    vhd = head_divergence(seen.calls[site][0].heads[..., :1, :], blind.calls[site][0].heads[..., :1, :])
-                    self.divergence.setdefault(site, []).append(vhd[0].numpy())
+                for site, (vhd, _) in agent.attention.vision_divergence(fn, panorama, links).items():
+                    self.divergence.setdefault(site, []).append(vhd.numpy())
             return inner(fn, panorama, links)
 
         agent.attention.decide = decide
